@@ -1,0 +1,1 @@
+"""Database migrations for the demo app: the Heartbeat table and the heartbeat schedule."""

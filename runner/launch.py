@@ -1,0 +1,124 @@
+"""The runner's side effects: check the ground, migrate, write the config, exec supervisord.
+
+Everything before here is pure (settings -> plan -> config text); this module is the one
+that touches the file system, starts a process and replaces itself with supervisord.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from runner.django import local_paths
+from runner.errors import PreflightError, StartError
+from runner.logrelay import prefix
+from runner.plan import Plan, make_plan
+from runner.project import find_project
+from runner.settings import Settings, load_settings
+from runner.supervisor import render_supervisord_conf
+
+CONF_NAME = "supervisord.conf"
+
+
+def say(text: str, out: TextIO = sys.stdout) -> None:
+    out.write(prefix("runner") + text + "\n")
+    out.flush()
+
+
+def read_manage_py(cwd: Path) -> str | None:
+    try:
+        return (cwd / "manage.py").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def load(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
+    """Settings and plan for this environment and directory (reads only manage.py)."""
+    settings = load_settings(environ, cwd)
+    project = find_project(
+        settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
+    )
+    return settings, make_plan(settings, project)
+
+
+def child_environment(environ: Mapping[str, str], settings: Settings, plan: Plan) -> dict:
+    """The environment every program inherits from supervisord."""
+    env = dict(environ)
+    env["DJANGO_SETTINGS_MODULE"] = plan.project.settings_module
+    env["RUNNER_DATA_DIR"] = str(settings.data_dir)
+    # Line by line through the pipes, so that logs appear when they happen.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def prepare_data_dir(settings: Settings, plan: Plan) -> None:
+    """Create the local default's folders, or explain why they cannot be written."""
+    folders = [settings.data_dir]
+    if plan.local_default:
+        folders += list(local_paths(settings.data_dir).values())
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        probe = settings.data_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise PreflightError(
+            f"RUNNER_DATA_DIR: cannot write to {settings.data_dir} ({error.strerror}); "
+            "run from a writable directory or set RUNNER_DATA_DIR to one"
+        ) from error
+
+
+def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
+    """Run the project's migrations, relaying their output as ``migrate | ...`` lines."""
+    if plan.migrate is None:
+        return
+    say("applying database migrations")
+    process = subprocess.Popen(
+        plan.migrate,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    for line in process.stdout or ():
+        sys.stdout.write(prefix("migrate") + line)
+        sys.stdout.flush()
+    if process.wait() != 0:
+        raise StartError(
+            f"migrations failed (exit status {process.returncode}, see the migrate lines "
+            "above); fix them, or set RUN_MIGRATIONS=false to start without migrating"
+        )
+
+
+def write_config(plan: Plan) -> Path:
+    """Write supervisord.conf into a new private directory; return its path."""
+    run_dir = Path(tempfile.mkdtemp(prefix="runner-"))  # mode 0700: ours alone
+    conf = run_dir / CONF_NAME
+    conf.write_text(render_supervisord_conf(plan, run_dir))
+    return conf
+
+
+def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
+    """Check, migrate, then become supervisord (exec: the platform's signals reach it)."""
+    settings, plan = load(environ, cwd)
+    for note in plan.notes:
+        say(note)
+    say(
+        f"starting {', '.join(plan.program_names)} for {plan.project.settings_module}; "
+        f"broker {plan.broker}"
+    )
+    prepare_data_dir(settings, plan)
+    env = child_environment(environ, settings, plan)
+    if plan.migrate:
+        migrate(plan, env, cwd)
+    conf = write_config(plan)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "runner.supervise", str(conf)], env)

@@ -1,0 +1,130 @@
+"""``python -m runner.supervise CONF``: supervisord, with the runner's voice and judgement.
+
+The runner ``exec``s this module, so supervisord runs with the runner's PID and receives the
+platform's signals directly. It is supervisord's own ``main`` loop, plus three things that
+live inside the same process (no extra Python process, and no event buffer to overflow):
+- every output chunk of every program is relayed to stdout as whole lines prefixed with
+  the component's name (``runner.logrelay``);
+- supervisord's messages are rewritten in the runner's words (``runner.words``);
+- a component that cannot start at all stops the service with a failure status, instead
+  of a crash loop (supervisord itself would keep the others running and exit 0).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from supervisor import events, loggers
+from supervisor.medusa import asyncore_25 as asyncore
+from supervisor.options import ServerOptions
+from supervisor.states import SupervisorStates
+from supervisor.supervisord import Supervisor
+
+from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
+from runner.logrelay import LineRelay, prefix
+from runner.supervisor import GROUP
+from runner.words import explain
+
+
+def _write(out: TextIO, text: str) -> None:
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):
+        pass  # stdout is gone (the platform closed it): nothing useful left to do
+
+
+class ExplainingHandler(loggers.StreamHandler):
+    """Writes supervisord's messages as the runner's sentences, dropping routine ones."""
+
+    def emit(self, record: loggers.LogRecord) -> None:
+        text = explain(record.asdict()["message"])
+        if text is not None:
+            _write(self.stream, prefix("runner") + text + "\n")
+
+
+class RunnerServerOptions(ServerOptions):
+    """supervisord's options with our log handler instead of its stdout format."""
+
+    def make_logger(self) -> None:
+        self.logger = loggers.getLogger(self.loglevel)
+        handler = ExplainingHandler(sys.stdout)
+        handler.setLevel(self.logger.level)
+        self.logger.addHandler(handler)
+        for msg in self.parse_criticals:
+            self.logger.critical(msg)
+        for msg in self.parse_warnings:
+            self.logger.warn(msg)
+
+
+class RunnerSupervisor(Supervisor):
+    """supervisord that relays output and stops the service when a component is FATAL."""
+
+    exit_status = EXIT_OK
+
+    def __init__(self, options: ServerOptions, out: TextIO = sys.stdout) -> None:
+        super().__init__(options)
+        self.out = out
+        self.relay = LineRelay()
+
+    def runforever(self) -> None:
+        # supervisord clears all subscriptions when it (re)starts, just before this loop.
+        events.subscribe(events.ProcessLogEvent, self.on_output)
+        events.subscribe(events.ProcessStateEvent, self.on_state)
+        super().runforever()
+
+    def on_output(self, event: events.ProcessLogEvent) -> None:
+        data = (
+            event.data.decode("utf-8", "replace") if isinstance(event.data, bytes) else event.data
+        )
+        lines = self.relay.feed(event.process.config.name, event.channel, data)
+        if lines:
+            _write(self.out, "".join(lines))
+
+    def on_state(self, event: events.ProcessStateEvent) -> None:
+        group = event.process.group
+        if group is None or group.config.name != GROUP:
+            return
+        name = event.process.config.name
+        if not isinstance(
+            event, (events.ProcessStateStartingEvent, events.ProcessStateRunningEvent)
+        ):
+            leftover = self.relay.flush(name)
+            if leftover:
+                _write(self.out, "".join(leftover))
+        if isinstance(event, events.ProcessStateFatalEvent):
+            # The same as SIGTERM or `supervisorctl shutdown`: stop everything, in order.
+            self.exit_status = EXIT_COMPONENT_FAILED
+            self.options.mood = SupervisorStates.SHUTDOWN
+
+
+def main(argv: list[str]) -> int:
+    conf = Path(argv[0])
+    first = True
+    status = EXIT_OK
+    while True:  # supervisord's own loop: SIGHUP reloads the configuration
+        options = RunnerServerOptions()
+        options.realize(["-c", str(conf)])
+        options.first = first
+        options.test = False
+        supervisor = RunnerSupervisor(options)
+        try:
+            supervisor.main()
+        except asyncore.ExitNow:
+            pass
+        options.close_httpservers()
+        options.close_logger()
+        status = supervisor.exit_status
+        first = False
+        if options.mood < SupervisorStates.RESTARTING:
+            break
+    # The private directory holds only this run's config and socket.
+    shutil.rmtree(conf.parent, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
