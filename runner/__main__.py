@@ -1,4 +1,4 @@
-"""``python -m runner [start|plan|check]``: the command line, and the only place that turns
+"""``python -m runner [start|plan|variables]``: the command line, and the only place that turns
 the runner's errors into messages and exit statuses."""
 
 from __future__ import annotations
@@ -45,9 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("start", help="start everything (the default)")
     plan_parser = commands.add_parser("plan", help="print what would run, start nothing")
     plan_parser.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser("variables", help="print the environment variables as a table")
     args = parser.parse_args(argv)
 
     from runner import launch
+    from runner.settings import VARIABLES
+
+    if args.command == "variables":
+        print("| Variable | Default | Meaning |\n|---|---|---|")
+        for variable in VARIABLES:
+            print(f"| `{variable.name}` | {variable.default} | {variable.meaning} |")
+        return EXIT_OK
 
     cwd = Path.cwd()
     try:

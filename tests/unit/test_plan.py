@@ -1,0 +1,218 @@
+"""Table-driven tests of the plan (which programs, which commands) and of its rendering
+into a supervisord configuration, checked by supervisor's own parser."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from supervisor.options import ServerOptions
+
+from runner.plan import Plan, make_plan
+from runner.project import Project, find_project
+from runner.settings import load_settings
+from runner.supervisor import GROUP, command_line, environment_line, render_supervisord_conf
+
+CWD = Path("/srv/project")
+PROJECT = Project("app.settings", "manage.py", "app", "top package of app.settings")
+
+
+def plan_for(environ: dict[str, str]) -> Plan:
+    return make_plan(load_settings(environ, CWD), PROJECT)
+
+
+@pytest.mark.parametrize(
+    ("environ", "programs"),
+    [
+        ({}, ("web", "worker")),
+        ({"BEAT_MODE": "separate"}, ("web", "worker", "beat")),
+        ({"RUN_BEAT": "false"}, ("web", "worker")),
+        ({"RUN_WORKER": "false"}, ("web", "beat")),
+        ({"RUN_WEB": "false"}, ("worker",)),
+        ({"RUN_WEB": "false", "RUN_BEAT": "false"}, ("worker",)),
+        ({"RUN_WEB": "false", "RUN_WORKER": "false"}, ("beat",)),
+        ({"RUN_WORKER": "false", "RUN_BEAT": "false"}, ("web",)),
+    ],
+)
+def test_component_flags_choose_the_programs(environ, programs):
+    """RUN_WEB/RUN_WORKER/RUN_BEAT and BEAT_MODE decide which programs run."""
+    assert plan_for(environ).program_names == programs
+
+
+def test_embedded_beat_rides_in_the_worker():
+    """By default beat runs inside the worker (-B): one Python process fewer."""
+    worker = plan_for({}).program("worker")
+    assert "--beat" in worker.command
+    assert "--beat" not in plan_for({"RUN_BEAT": "false"}).program("worker").command
+
+
+def test_beat_without_worker_is_separate_and_says_so():
+    """With RUN_WORKER=false beat becomes its own program and the plan notes why."""
+    plan = plan_for({"RUN_WORKER": "false"})
+    assert plan.program("beat").command[1:6] == ("-m", "runner.celery_entry", "-A", "app", "beat")
+    assert any("RUN_WORKER is false" in note for note in plan.notes)
+
+
+def test_default_commands_match_the_seed_capacity():
+    """The default is the seed's capacity: 2 Gunicorn workers on $PORT, 2 Celery children."""
+    plan = plan_for({"PORT": "10000"})
+    web = plan.program("web").command
+    assert web[:4] == (sys.executable, "-m", "gunicorn", "runner.wsgi:application")
+    assert web[web.index("--bind") + 1] == "0.0.0.0:10000"
+    assert web[web.index("--workers") + 1] == "2"
+    assert "--preload" in web
+    worker = plan.program("worker").command
+    assert "--concurrency=2" in worker and "--max-tasks-per-child=100" in worker
+    assert "--without-gossip" in worker and "--without-mingle" in worker
+
+
+def test_overrides_set_concurrency():
+    """WEB_CONCURRENCY and CELERY_CONCURRENCY set the process counts."""
+    plan = plan_for({"WEB_CONCURRENCY": "3", "CELERY_CONCURRENCY": "4"})
+    web = plan.program("web")
+    assert web.command[web.command.index("--workers") + 1] == "3"
+    assert web.processes == 4
+    assert "--concurrency=4" in plan.program("worker").command
+
+
+def test_shutdown_fits_inside_the_grace():
+    """Programs get the grace to stop; the warm phases end STOP_MARGIN_SECONDS earlier."""
+    plan = plan_for({"SHUTDOWN_GRACE_SECONDS": "20"})
+    assert {p.stop_wait_seconds for p in plan.programs} == {20}
+    web = plan.program("web").command
+    assert web[web.index("--graceful-timeout") + 1] == "15"
+    assert dict(plan.program("worker").environment) == {"RUNNER_WARM_SHUTDOWN_SECONDS": "15"}
+    worker = plan.program("worker")
+    # Pool children must not get SIGTERM straight from supervisord (tasks killed mid-way).
+    assert (worker.stop_as_group, worker.kill_as_group) == (False, True)
+
+
+def test_broker_is_masked_and_local_default_is_announced():
+    """The plan shows the broker without its password; without Redis it says local default."""
+    plan = plan_for({"REDIS_URL": "rediss://default:s3cret@h:6380"})
+    assert plan.broker == "rediss://default:***@h:6380" and not plan.local_default
+    local = plan_for({})
+    assert local.local_default and any("local default" in n for n in local.notes)
+
+
+def test_unverified_tls_is_said_plainly():
+    """rediss:// without a CA is encrypted but unverified, and the plan says how to fix it."""
+    plan = plan_for({"REDIS_URL": "redis://default:x@h:1", "REQUIRE_REDIS_SSL": "true"})
+    assert any("NOT verified" in n and "REDIS_SSL_CA_CERTS" in n for n in plan.notes)
+    assert any("upgraded" in n for n in plan.notes)
+
+
+def test_no_migrations_when_disabled():
+    """RUN_MIGRATIONS=false leaves migrate out of the plan."""
+    assert plan_for({"RUN_MIGRATIONS": "false"}).migrate is None
+    assert plan_for({}).migrate[1:] == ("-m", "django", "migrate", "--noinput")
+
+
+# --- project discovery -------------------------------------------------------------------
+
+SEED_MANAGE_PY = """
+import os, sys
+def main():
+    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings.development')
+"""
+
+
+@pytest.mark.parametrize(
+    ("settings_module", "celery_app", "manage_py", "expected"),
+    [
+        (
+            None,
+            None,
+            SEED_MANAGE_PY,
+            Project(
+                "config.settings.development",
+                "manage.py",
+                "config",
+                "top package of config.settings.development",
+            ),
+        ),
+        (
+            "config.settings.production",
+            "config",
+            SEED_MANAGE_PY,
+            Project("config.settings.production", "DJANGO_SETTINGS_MODULE", "config", "CELERY_APP"),
+        ),
+        (
+            "app.settings",
+            None,
+            None,
+            Project("app.settings", "DJANGO_SETTINGS_MODULE", "app", "top package of app.settings"),
+        ),
+    ],
+)
+def test_find_project(settings_module, celery_app, manage_py, expected):
+    """The project comes from the variables, else from manage.py, like manage.py and celery -A."""
+    assert find_project(settings_module, celery_app, manage_py) == expected
+
+
+def test_no_project_is_a_clear_error():
+    """Without DJANGO_SETTINGS_MODULE and manage.py the runner says where to run it."""
+    from runner.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        find_project(None, None, None)
+    assert "run from your project's root" in caught.value.lines()[0]
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def parse_conf(text: str, tmp_path: Path) -> ServerOptions:
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(text)
+    options = ServerOptions()
+    options.realize(["-c", str(conf)])
+    return options
+
+
+@pytest.mark.parametrize("environ", [{}, {"BEAT_MODE": "separate"}, {"RUN_WEB": "false"}])
+def test_rendered_config_is_valid_for_supervisor(environ, tmp_path: Path):
+    """supervisor's own parser accepts the config and finds one group with our programs."""
+    plan = plan_for(environ)
+    options = parse_conf(render_supervisord_conf(plan, tmp_path), tmp_path)
+    assert options.nodaemon is True
+    groups = {g.name: g for g in options.process_group_configs}
+    assert list(groups) == [GROUP]
+    programs = {p.name: p for p in groups[GROUP].process_configs}
+    assert tuple(sorted(programs)) == tuple(sorted(plan.program_names))
+    for program in plan.programs:
+        parsed = programs[program.name]
+        assert parsed.command == command_line(program.command).replace("%%", "%")
+        assert parsed.stopwaitsecs == program.stop_wait_seconds
+        assert parsed.stdout_events_enabled and parsed.stderr_events_enabled
+
+
+def test_control_socket_is_private_and_no_inet_server(tmp_path: Path):
+    """The control socket is a unix socket for the owner only; there is no TCP server."""
+    options = parse_conf(render_supervisord_conf(plan_for({}), tmp_path), tmp_path)
+    (server,) = options.server_configs
+    assert server["family"] != 2  # AF_INET
+    assert server["file"] == str(tmp_path / "supervisor.sock")
+    assert server["chmod"] == 0o700
+
+
+def test_percent_and_spaces_survive_escaping(tmp_path: Path):
+    """A '%' and a space in a path reach the program unchanged (supervisor issue 291)."""
+    weird = tmp_path / "data 100%"
+    plan = make_plan(load_settings({"RUNNER_DATA_DIR": str(weird)}, CWD), PROJECT)
+    options = parse_conf(render_supervisord_conf(plan, tmp_path), tmp_path)
+    worker = next(p for p in options.process_group_configs[0].process_configs if p.name == "worker")
+    assert f"--schedule={weird / 'celerybeat-schedule'}" in shlex.split(worker.command)
+
+
+def test_environment_line_round_trips_through_supervisor():
+    """environment= values with commas, spaces and % are parsed back as written."""
+    from supervisor.datatypes import dict_of_key_value_pairs
+
+    pairs = (("A", "web,worker"), ("B", "with space"), ("C", "100%"))
+    line = environment_line(pairs).replace("%%", "%")
+    assert dict_of_key_value_pairs(line) == dict(pairs)
+    with pytest.raises(ValueError):
+        environment_line((("D", 'say "hi"'),))
