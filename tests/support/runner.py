@@ -1,0 +1,89 @@
+"""Launch the real runner (``python -m runner``) with an environment the host cannot leak into."""
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import requests
+
+from runner.settings import VARIABLES
+from tests.support.processes import (
+    POLL_INTERVAL,
+    ProcessExitedError,
+    ProcessHandle,
+    start_process,
+    tail,
+    wait_for,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+"""The repository root (the parent of tests/): the runner's working directory."""
+
+HOST_VARIABLES_REMOVED = (*(v.name for v in VARIABLES), "MEMORY_BUDGET_MB")
+"""Variables the runner reads, dropped from the host environment: a test sets those it wants."""
+
+HTTP_REQUEST_TIMEOUT = 5.0
+"""Seconds one polling request of wait_http_ok() may take."""
+
+
+def build_runner_env(environ: Mapping[str, str], tmp_path: Path, port: int) -> dict[str, str]:
+    """Copy ``environ`` minus HOST_VARIABLES_REMOVED, plus a database, data dir and PORT.
+
+    The database and the data dir are in ``tmp_path``.
+
+    PATH and everything else not listed is kept, so tools and Python still resolve.
+    """
+    env = {name: value for name, value in environ.items() if name not in HOST_VARIABLES_REMOVED}
+    env |= {
+        "PYTHONUNBUFFERED": "1",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "RUNNER_DATA_DIR": str(tmp_path / "data"),
+        "PORT": str(port),
+    }
+    return env
+
+
+def start_runner(env: Mapping[str, str], tmp_path: Path, args: Sequence[str] = ()) -> ProcessHandle:
+    """Start ``python -m runner *args`` in the repository root with exactly ``env``.
+
+    Each call gets its own log file in ``tmp_path`` (runner.log, runner-2.log, ...).
+    """
+    log_path = tmp_path / "runner.log"
+    number = 1
+    while log_path.exists():
+        number += 1
+        log_path = tmp_path / f"runner-{number}.log"
+    return start_process(
+        [sys.executable, "-m", "runner", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        log_path=log_path,
+    )
+
+
+def wait_http_ok(
+    url: str, timeout: float, process: ProcessHandle | None = None
+) -> requests.Response:
+    """Poll ``url`` with GET until it answers 200 and return that response.
+
+    With ``process``, fail at once (quoting its output) if that process exits first.
+    """
+    last: list[str] = []
+
+    def ok() -> requests.Response | None:
+        if process is not None and process.poll() is not None:
+            raise ProcessExitedError(
+                f"{process!r} exited with {process.returncode} before {url} answered 200; output:\n"
+                f"{tail(process.output())}"
+            )
+        response = requests.get(url, timeout=HTTP_REQUEST_TIMEOUT)
+        last[:] = [f"{response.status_code} {response.text[:200]!r}"]
+        return response if response.status_code == 200 else None
+
+    def explain() -> str:
+        text = f"{url} did not answer 200" + (f"; last answer: {last[0]}" if last else "")
+        if process is not None:
+            text += f"; output of {process!r}:\n{tail(process.output())}"
+        return text
+
+    return wait_for(ok, timeout, interval=POLL_INTERVAL, message=explain)
