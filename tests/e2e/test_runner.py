@@ -1,0 +1,181 @@
+"""The combined runner end to end: real runner, supervisord, Gunicorn, Celery, and Redis.
+
+Each test starts ``python -m runner`` as a subprocess on free ports and talks to it over real
+sockets: HTTP for the web, a separate client process for tasks, signals for shutdown.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60  # a cold start imports Django and Celery in several processes
+TASK_TIMEOUT = 30
+# The grace plus supervisord's own exit: the same 30 s Render allows after SIGTERM.
+STOP_TIMEOUT = 30
+PERIODIC_TIMEOUT = 30
+EVERY_LINE = re.compile(r"^(web|worker|beat|runner|migrate) *\| ")
+
+
+def send_add_task(env: dict[str, str]) -> str:
+    """Send app.tasks.add(2, 3) from a separate client process and return what it printed."""
+    code = (
+        "from app.celery import app; "
+        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TASK_TIMEOUT + 30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def speed_up_heartbeat(env: dict[str, str], seconds: int = 2) -> None:
+    """Migrate, then make the seeded heartbeat schedule fire every ``seconds``."""
+    manage(env, "migrate", "--noinput")
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from django_celery_beat.models import PeriodicTask; "
+        "task = PeriodicTask.objects.get(name='heartbeat'); "
+        f"task.interval.every = {seconds}; task.interval.save()",
+    )
+
+
+def heartbeat_count(env: dict[str, str]) -> int:
+    database = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database, timeout=10) as connection:
+        return connection.execute("SELECT COUNT(*) FROM app_heartbeat").fetchone()[0]
+
+
+def stop_and_check(runner: ProcessHandle) -> None:
+    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
+    tree = runner.tree()
+    assert len(tree) >= 3, [p.cmdline() for p in tree]
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+    assert_no_survivors(tree, timeout=10)
+
+
+def worker_main(runner: ProcessHandle) -> psutil.Process:
+    """The Celery worker's main process: the supervised child running celery_entry."""
+
+    def find() -> psutil.Process | None:
+        for child in psutil.Process(runner.pid).children():
+            if "runner.celery_entry" in " ".join(child.cmdline()) and "worker" in child.cmdline():
+                return child
+        return None
+
+    return wait_for(find, START_TIMEOUT, message="no worker process under the runner")
+
+
+def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tmp_path: Path):
+    """Without Redis: /healthz answers, a task sent from another process returns its result,
+    the periodic heartbeat fires, every log line is prefixed, and SIGTERM exits 0 leaving no
+    process behind."""
+    speed_up_heartbeat(runner_env)
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        response = wait_http_ok(
+            f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner
+        )
+        assert response.text == "ok\n"
+        assert send_add_task(runner_env) == "5"
+        wait_for(
+            lambda: heartbeat_count(runner_env) >= 1,
+            PERIODIC_TIMEOUT,
+            message=lambda: f"no heartbeat recorded; output:\n{runner.output()[-3000:]}",
+        )
+        stop_and_check(runner)
+    output = runner.output()
+    assert "runner | local default: no REDIS_URL" in output
+    assert "beat   | " in output and "Sending due task heartbeat" in output
+    unprefixed = [line for line in output.splitlines() if not EVERY_LINE.match(line)]
+    assert unprefixed == []
+
+
+def test_redis_runs_tasks_and_hides_the_password(runner_env, tmp_path: Path, redis_plain):
+    """With REDIS_URL: Redis is the broker and result store, and its password never shows."""
+    runner_env["REDIS_URL"] = redis_plain.url()
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        assert send_add_task(runner_env) == "5"
+        assert redis_plain.client().exists("celery-task-meta-" + "x") == 0  # reachable
+        stop_and_check(runner)
+    output = runner.output()
+    assert redis_plain.password not in output
+    assert f"broker redis://default:***@127.0.0.1:{redis_plain.port}" in output
+
+
+def test_a_killed_worker_is_restarted(runner_env, tmp_path: Path):
+    """SIGKILL of the worker's main process: supervisord starts a new one and tasks run again."""
+    runner_env["RUN_BEAT"] = "false"
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        first = worker_main(runner)
+        runner.wait_for_output(re.compile("celery@.* ready"), START_TIMEOUT)
+        first.kill()
+        wait_for(
+            lambda: worker_main(runner).pid != first.pid,
+            START_TIMEOUT,
+            message="the worker was not restarted",
+        )
+        runner.wait_for_output("worker was killed (SIGKILL)", 10)
+        assert send_add_task(runner_env) == "5"
+        stop_and_check(runner)
+
+
+def test_bad_flag_exits_2_and_starts_nothing(runner_env, tmp_path: Path):
+    """RUN_BEAT=ture: one line naming the variable and the fix, exit 2, no database touched."""
+    runner_env["RUN_BEAT"] = "ture"
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert runner.wait(timeout=STOP_TIMEOUT) == 2
+    assert runner.output().strip() == (
+        "runner | error: RUN_BEAT='ture': not a boolean; use true or false"
+    )
+    assert not Path(runner_env["DATABASE_URL"].removeprefix("sqlite:///")).exists()
+
+
+def test_a_component_that_cannot_start_ends_the_runner(runner_env, tmp_path: Path):
+    """A Celery app that cannot be imported stops the whole service with status 3, no loop."""
+    runner_env["CELERY_APP"] = "tests.e2e.broken_celery_app"
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert runner.wait(timeout=START_TIMEOUT) == 3
+        tree_after = runner.tree()
+    output = runner.output()
+    assert "worker could not start" in output
+    assert "this module is broken on purpose" in output
+    assert tree_after == []
