@@ -1,0 +1,1 @@
+"""Benchmarks: one command each, results as markdown tables (copied into the README)."""
