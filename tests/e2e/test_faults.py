@@ -1,0 +1,112 @@
+"""Bad days made boring: shutdown in the middle of a task, and an unwritable data directory.
+
+Each test states what the runner promises and breaks something real to check it.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import assert_no_survivors
+from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60
+TASK_SECONDS = 8
+# A grace shorter than the task: the warm shutdown cannot wait for it to finish.
+GRACE_SECONDS = 6
+
+
+def client(env: dict[str, str], code: str, timeout: float) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
+    """A task still running when the grace ends goes back to the queue and completes after the
+    next start: the runner exits 0 within the grace and the task's result arrives."""
+    runner_env |= {"SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS), "RUN_BEAT": "false"}
+    first = start_runner(runner_env, tmp_path)
+    with first:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, first)
+        task_id = client(
+            runner_env,
+            "from app.celery import app; "
+            f"print(app.send_task('app.tasks.slow', ({TASK_SECONDS},)).id)",
+            30,
+        )
+        first.wait_for_output(f"Task app.tasks.slow[{task_id}] received", START_TIMEOUT)
+        tree = first.tree()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=GRACE_SECONDS + 5) == 0
+        assert_no_survivors(tree, timeout=10)
+    assert "Restoring 1 unacknowledged message(s)" in first.output()
+    assert f"Task app.tasks.slow[{task_id}] succeeded" not in first.output()
+
+    second = start_runner(runner_env, tmp_path)
+    with second:
+        result = client(
+            runner_env,
+            "from app.celery import app; "
+            f"print(app.AsyncResult('{task_id}').get(timeout={START_TIMEOUT}))",
+            START_TIMEOUT + 30,
+        )
+        assert float(result) == TASK_SECONDS
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+
+
+def test_unwritable_data_directory_is_a_clear_error(runner_env, tmp_path: Path):
+    """A data directory that cannot be written stops the start with one line, not a hang."""
+    not_a_directory = tmp_path / "occupied"
+    not_a_directory.write_text("a file where the data directory should be")
+    runner_env["RUNNER_DATA_DIR"] = str(not_a_directory)
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert runner.wait(timeout=START_TIMEOUT) == 1
+    errors = [line for line in runner.output().splitlines() if "error:" in line]
+    assert errors == [
+        f"runner | error: RUNNER_DATA_DIR: cannot write to {not_a_directory} (File exists); "
+        "run from a writable directory or set RUNNER_DATA_DIR to one"
+    ]
+
+
+def test_tasks_sent_while_the_worker_is_down_run_when_it_returns(runner_env, tmp_path: Path):
+    """Tasks queued while only the web runs are kept, and run once a worker starts."""
+    runner_env |= {"RUN_WORKER": "false", "RUN_BEAT": "false"}
+    web_only = start_runner(runner_env, tmp_path)
+    with web_only:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, web_only)
+        ids = client(
+            runner_env,
+            "from app.celery import app; "
+            "print(' '.join(app.send_task('app.tasks.add', (i, i)).id "
+            "for i in range(5)))",
+            30,
+        ).split()
+        web_only.send_signal(signal.SIGTERM)
+        assert web_only.wait(timeout=30) == 0
+    runner_env |= {"RUN_WORKER": "true", "RUN_WEB": "false"}
+    worker_only = start_runner(runner_env, tmp_path)
+    with worker_only:
+        code = (
+            "from app.celery import app; "
+            f"print(sum(app.AsyncResult(i).get(timeout={START_TIMEOUT}) for i in {ids!r}))"
+        )
+        assert client(runner_env, code, START_TIMEOUT + 30) == str(sum(2 * i for i in range(5)))
+        worker_only.send_signal(signal.SIGTERM)
+        assert worker_only.wait(timeout=30) == 0
