@@ -6,14 +6,12 @@ Each test states what the runner promises and breaks something real to check it.
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import assert_no_survivors
-from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+from tests.support.runner import run_client, start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -23,19 +21,6 @@ TASK_SECONDS = 8
 GRACE_SECONDS = 6
 
 
-def client(env: dict[str, str], code: str, timeout: float) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
     """A task still running when the grace ends goes back to the queue and completes after the
     next start: the runner exits 0 within the grace and the task's result arrives."""
@@ -43,7 +28,7 @@ def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
     first = start_runner(runner_env, tmp_path)
     with first:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, first)
-        task_id = client(
+        task_id = run_client(
             runner_env,
             "from app.celery import app; "
             f"print(app.send_task('app.tasks.slow', ({TASK_SECONDS},)).id)",
@@ -59,7 +44,7 @@ def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
 
     second = start_runner(runner_env, tmp_path)
     with second:
-        result = client(
+        result = run_client(
             runner_env,
             "from app.celery import app; "
             f"print(app.AsyncResult('{task_id}').get(timeout={START_TIMEOUT}))",
@@ -91,7 +76,7 @@ def test_tasks_sent_while_the_worker_is_down_run_when_it_returns(runner_env, tmp
     web_only = start_runner(runner_env, tmp_path)
     with web_only:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, web_only)
-        ids = client(
+        ids = run_client(
             runner_env,
             "from app.celery import app; "
             "print(' '.join(app.send_task('app.tasks.add', (i, i)).id "
@@ -107,6 +92,6 @@ def test_tasks_sent_while_the_worker_is_down_run_when_it_returns(runner_env, tmp
             "from app.celery import app; "
             f"print(sum(app.AsyncResult(i).get(timeout={START_TIMEOUT}) for i in {ids!r}))"
         )
-        assert client(runner_env, code, START_TIMEOUT + 30) == str(sum(2 * i for i in range(5)))
+        assert run_client(runner_env, code, START_TIMEOUT + 30) == str(sum(2 * i for i in range(5)))
         worker_only.send_signal(signal.SIGTERM)
         assert worker_only.wait(timeout=30) == 0
