@@ -43,10 +43,19 @@ def build_runner_env(environ: Mapping[str, str], tmp_path: Path, port: int) -> d
     return env
 
 
-def start_runner(env: Mapping[str, str], tmp_path: Path, args: Sequence[str] = ()) -> ProcessHandle:
-    """Start ``python -m runner *args`` in the repository root with exactly ``env``.
+def start_runner(
+    env: Mapping[str, str],
+    tmp_path: Path,
+    args: Sequence[str] = (),
+    *,
+    cwd: Path = REPO_ROOT,
+    python: str = sys.executable,
+) -> ProcessHandle:
+    """Start ``python -m runner *args`` in ``cwd`` with exactly ``env``.
 
-    Each call gets its own log file in ``tmp_path`` (runner.log, runner-2.log, ...).
+    ``cwd`` is by default the repository root; ``python`` the interpreter to use, e.g. a
+    fresh venv's. Each call gets its own log file in ``tmp_path`` (runner.log, runner-2.log,
+    ...).
     """
     log_path = tmp_path / "runner.log"
     number = 1
@@ -54,9 +63,9 @@ def start_runner(env: Mapping[str, str], tmp_path: Path, args: Sequence[str] = (
         number += 1
         log_path = tmp_path / f"runner-{number}.log"
     return start_process(
-        [sys.executable, "-m", "runner", *args],
+        [python, "-m", "runner", *args],
         env=env,
-        cwd=REPO_ROOT,
+        cwd=cwd,
         log_path=log_path,
     )
 
@@ -87,3 +96,24 @@ def wait_http_ok(
         return text
 
     return wait_for(ok, timeout, interval=POLL_INTERVAL, message=explain)
+
+
+def run_client(env: Mapping[str, str], code: str, timeout: float) -> str:
+    """Run ``python -c code`` as a separate client process (cwd: repo root); return its stdout.
+
+    This is how a user's other process talks to the service: the same environment, a new
+    interpreter, nothing shared with the runner but the broker and the database.
+    """
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"client exited with {result.returncode}:\n{tail(result.stderr)}")
+    return result.stdout.strip()
