@@ -1,4 +1,5 @@
-"""The demo's Celery tasks: two to try by hand and the heartbeat that beat runs every minute.
+"""The demo's Celery tasks: a few to try by hand (``burn`` loads a CPU for benchmarks) and the
+heartbeat that beat runs every minute.
 
 Task names follow the module path ("app.tasks.add"), which is what a client passes to
 ``send_task`` when it does not import this module.
@@ -27,6 +28,16 @@ def slow(seconds):
     seconds = float(seconds)
     time.sleep(seconds)
     return seconds
+
+
+@shared_task
+def burn(seconds):
+    """Keep one CPU busy for ``seconds`` and return the loop count: load for benchmarks."""
+    deadline = time.monotonic() + float(seconds)
+    loops = 0
+    while time.monotonic() < deadline:
+        loops += 1
+    return loops
 
 
 @shared_task

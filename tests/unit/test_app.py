@@ -27,9 +27,7 @@ APP_VARIABLES = (
 
 def manage(tmp_path: Path, *args: str, **environ: str) -> subprocess.CompletedProcess:
     """Run ``manage.py args`` against a SQLite file in tmp_path, plus the given variables."""
-    env = {
-        name: value for name, value in os.environ.items() if name not in APP_VARIABLES
-    }
+    env = {name: value for name, value in os.environ.items() if name not in APP_VARIABLES}
     env.update(
         DJANGO_SETTINGS_MODULE="app.settings",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",

@@ -1,0 +1,63 @@
+"""Two instances booting at once against one database and one Redis (scale-out): one runs
+the migrations, the other waits for the lock, says so, then finds nothing left to do."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from runner.migrate_lock import REDIS_LOCK_KEY
+from tests.support.ports import free_port
+from tests.support.runner import start_runner, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 90  # two cold starts at once on two cores
+STOP_TIMEOUT = 30
+WAITING = "runner | waiting for another instance to finish migrations"
+APPLIED_FIRST = "Applying contenttypes.0001_initial... OK"
+NOTHING_TO_DO = "migrate |   No migrations to apply."
+
+
+def test_two_instances_migrate_one_at_a_time_and_both_come_up(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """While the lock is held both instances wait; released, exactly one applies the
+    migrations, the other applies none, and both serve."""
+    # Web only: the lock is taken before any program starts, whatever the flags.
+    runner_env |= {"REDIS_URL": redis_plain.url(), "RUN_WORKER": "false", "RUN_BEAT": "false"}
+    envs = [
+        runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / name)}
+        for name in ("one", "two")
+    ]
+    # The test holds the lock first, so that both instances are certain to meet it.
+    client = redis_plain.client()
+    client.set(REDIS_LOCK_KEY, "held-by-the-test", px=120_000)
+    runners = [start_runner(env, tmp_path) for env in envs]
+    try:
+        for runner in runners:
+            runner.wait_for_output(WAITING, START_TIMEOUT)
+        client.delete(REDIS_LOCK_KEY)
+        for runner, env in zip(runners, envs, strict=True):
+            wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
+        outputs = [runner.output() for runner in runners]
+        for runner in runners:
+            runner.send_signal(signal.SIGTERM)
+        for runner in runners:
+            assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+    finally:
+        for runner in runners:
+            runner.kill_tree()
+
+    assert sorted(output.count(APPLIED_FIRST) for output in outputs) == [0, 1], outputs
+    assert sorted(NOTHING_TO_DO in output for output in outputs) == [False, True]
+    database = runner_env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database, timeout=10) as connection:
+        total, distinct = connection.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT app || '.' || name) FROM django_migrations"
+        ).fetchone()
+    assert total == distinct > 0
+    assert client.exists(REDIS_LOCK_KEY) == 0

@@ -1,0 +1,81 @@
+"""Waking up after a sleep: a periodic task that came due many times while the instance
+slept runs once at wake, then keeps its normal cadence (django_celery_beat's
+DatabaseScheduler counts the next run from the time it ran, not from the missed slots)."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import wait_for
+from tests.support.runner import REPO_ROOT, start_runner
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60
+STOP_TIMEOUT = 30
+INTERVAL_SECONDS = 6
+MISSED_SLOTS = 10
+RUNS_WATCHED = 3
+# Beat's ticks and the worker add a little jitter to each run's time.
+JITTER_SECONDS = 1.5
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def heartbeat_times(env: dict[str, str]) -> list[datetime]:
+    database = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database, timeout=10) as connection:
+        rows = connection.execute("SELECT ran_at FROM app_heartbeat ORDER BY ran_at").fetchall()
+    return [datetime.fromisoformat(ran_at).replace(tzinfo=UTC) for (ran_at,) in rows]
+
+
+def test_schedules_missed_while_asleep_run_once_then_keep_their_cadence(runner_env, tmp_path: Path):
+    """The heartbeat, last run 10 intervals ago, runs at once when beat starts, and the runs
+    after it are one interval apart: one catch-up run, not one per missed slot."""
+    manage(runner_env, "migrate", "--noinput")
+    manage(
+        runner_env,
+        "shell",
+        "-c",
+        "from datetime import timedelta; from django.utils import timezone; "
+        "from django_celery_beat.models import PeriodicTask; "
+        "task = PeriodicTask.objects.get(name='heartbeat'); "
+        f"task.interval.every = {INTERVAL_SECONDS}; task.interval.save(); "
+        "PeriodicTask.objects.filter(pk=task.pk).update(last_run_at=timezone.now() - "
+        f"timedelta(seconds={INTERVAL_SECONDS * MISSED_SLOTS}))",
+    )
+    runner_env["RUN_WEB"] = "false"  # beat and the worker are what this is about
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        runner.wait_for_output("beat: Starting...", START_TIMEOUT)
+        beat_started = datetime.now(UTC)
+        runs = wait_for(
+            lambda: (times := heartbeat_times(runner_env))[RUNS_WATCHED - 1 :] and times,
+            START_TIMEOUT,
+            message=lambda: f"fewer than {RUNS_WATCHED} heartbeats:\n{runner.output()[-3000:]}",
+        )
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+
+    # The catch-up run came at once, not one interval after beat started...
+    assert (runs[0] - beat_started).total_seconds() < INTERVAL_SECONDS - JITTER_SECONDS, runs
+    # ...and it was the only one: the next runs are each a whole interval apart.
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(runs)]
+    assert all(gap > INTERVAL_SECONDS - JITTER_SECONDS for gap in gaps), gaps

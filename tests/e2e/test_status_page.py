@@ -1,0 +1,253 @@
+"""The status page as a person meets it: the real runner with Redis, a staff login or the
+token, the page loaded in headless Chromium (a screenshot kept in tests/artifacts/), the
+JSON, and ``python -m runner status`` from another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.support.processes import start_process, wait_for
+from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60
+STOP_TIMEOUT = 30
+PERIODIC_TIMEOUT = 30
+BROWSER_TIMEOUT = 60
+CLI_TIMEOUT = 60
+TOKEN = "status-token-for-tests-0123456789"
+STAFF_USER = "staff"
+STAFF_PASSWORD = "a-long-test-password-9481"
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
+SCREENSHOT = ARTIFACTS / "status-page.png"
+# Debian's package; scripts/test installs it.
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    """Migrate, a heartbeat every 2 s (so beat shows a recent run), and a staff user."""
+    manage(env, "migrate", "--noinput")
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from django_celery_beat.models import PeriodicTask; "
+        "task = PeriodicTask.objects.get(name='heartbeat'); "
+        "task.interval.every = 2; task.interval.save()",
+    )
+    manage(
+        {**env, "DJANGO_SUPERUSER_PASSWORD": STAFF_PASSWORD},
+        "createsuperuser",
+        "--noinput",
+        "--username",
+        STAFF_USER,
+        "--email",
+        "staff@example.com",
+    )
+
+
+def status_json(base: str) -> dict:
+    response = requests.get(
+        f"{base}/status.json", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def all_alive(base: str) -> dict | None:
+    """The JSON once every component runs and the worker and beat showed a sign of life."""
+    data = status_json(base)
+    components = {c["name"]: c for c in data["components"]}
+    ready = all(c["running"] for c in components.values()) and all(
+        components[name]["sign_of_life"] and components[name]["sign_of_life"]["ok"]
+        for name in ("worker", "beat")
+    )
+    return data if ready else None
+
+
+def worker_after_restart(base: str, old_pid: int) -> bool:
+    worker = status_json(base)["components"][1]
+    return worker["running"] and worker["pid"] != old_pid and worker["restarts"] == 1
+
+
+def run_chromium(tmp_path: Path, *args: str) -> str:
+    """Run headless Chromium to the end and return what it printed."""
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir(exist_ok=True)
+    browser = start_process(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        # Its caches and settings go under the test's own directory.
+        env={**os.environ, "HOME": str(tmp_path)},
+        cwd=tmp_path,
+        log_path=tmp_path / "chromium.log",
+    )
+    with browser:
+        assert browser.wait(timeout=BROWSER_TIMEOUT) == 0, browser.output()[-3000:]
+        return browser.output()
+
+
+def runner_status(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """``python -m runner status`` from another process, same directory and environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "runner", "status", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+    )
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium (bash scripts/test installs it)"
+)
+def test_status_page_shows_every_component_to_staff_and_token_holders_only(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """Without login or token: redirect (HTML) and 401 (JSON); with them the page shows web,
+    worker and beat running with memory, the worker's ping, beat's last run and Redis; the
+    terminal command prints the same and exits 0; a killed worker counts as one restart; once
+    the service has stopped the command exits 1."""
+    runner_env |= {"REDIS_URL": redis_plain.url(), "RUNNER_STATUS_TOKEN": TOKEN}
+    prepare_database(runner_env)
+    base = f"http://127.0.0.1:{runner_env['PORT']}"
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"{base}/healthz", START_TIMEOUT, runner)
+
+        # Never public: the page sends people to the admin login, the JSON says 401.
+        page = requests.get(f"{base}/status/", allow_redirects=False, timeout=10)
+        assert (page.status_code, page.headers["Location"]) == (
+            302,
+            "/admin/login/?next=/status/",
+        )
+        anonymous = requests.get(f"{base}/status.json", timeout=10)
+        assert anonymous.status_code == 401
+        wrong = requests.get(f"{base}/status.json?token=not-the-token", timeout=10)
+        assert wrong.status_code == 401
+
+        data = wait_for(
+            lambda: all_alive(base),
+            PERIODIC_TIMEOUT,
+            message=lambda: f"not all alive: {status_json(base)}\n{runner.output()[-3000:]}",
+        )
+        assert [c["name"] for c in data["components"]] == ["web", "worker", "beat"]
+        web, worker, beat = data["components"]
+        assert web["memory"]["pss_mb"] > 0 and web["memory"]["share_mb"] is None
+        assert worker["memory"]["processes"] >= 3  # main process, 2 pool children, beat
+        assert beat["program"] == "worker" and beat["memory"] is None
+        assert (web["restarts"], worker["restarts"]) == (0, 0)
+        assert data["redis"] | {"latency_ms": None} == {
+            "configured": True,
+            "url": f"redis://default:***@127.0.0.1:{redis_plain.port}/0",
+            "reachable": True,
+            "latency_ms": None,
+            "tls": False,
+            "verified": False,
+            "error": None,
+        }
+        assert [s["name"] for s in data["schedules"]] == ["celery.backend_cleanup", "heartbeat"]
+        assert redis_plain.password not in json.dumps(data)
+
+        # A staff user logged in through the admin sees the page too.
+        session = requests.Session()
+        session.get(f"{base}/admin/login/", timeout=10)
+        login = session.post(
+            f"{base}/admin/login/?next=/status/",
+            data={
+                "username": STAFF_USER,
+                "password": STAFF_PASSWORD,
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+                "next": "/status/",
+            },
+            headers={"Referer": f"{base}/admin/login/"},
+            timeout=10,
+        )
+        assert login.status_code == 200 and login.url == f"{base}/status/"
+        assert "Service status" in login.text
+        assert session.get(f"{base}/status/?format=json", timeout=10).json()["healthy"]
+
+        # What a person sees, in a real browser.
+        url = f"{base}/status/?token={TOKEN}"
+        dom = run_chromium(tmp_path, "--dump-dom", url)
+        text = re.sub(r"<[^>]+>", " ", dom)
+        text = re.sub(r"\s+", " ", text)
+        assert "Everything this instance runs is up." in text
+        for name in ("web", "worker", "beat"):
+            assert re.search(rf"\b{name}\b pid \d+ running", text), text
+        assert len(re.findall(r"\d+\.\d MB", text)) >= 2
+        assert "answered a ping" in text and "last sent heartbeat" in text
+        assert "reachable answered PING" in text
+        assert "no TLS: traffic is not encrypted" in text
+        assert TOKEN not in text
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        SCREENSHOT.unlink(missing_ok=True)
+        run_chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1200,900", url)
+        assert SCREENSHOT.stat().st_size > 0
+
+        # The terminal: same data, exit 0 while the service runs.
+        cli = runner_status(runner_env)
+        assert cli.returncode == 0, cli.stderr
+        lines = cli.stdout.splitlines()
+        assert lines[0] == "service   app.settings: all running"
+        assert [
+            line.split()[:2] for line in lines if line.startswith(("web ", "worker ", "beat "))
+        ] == [
+            ["web", "running,"],
+            ["worker", "running,"],
+            ["beat", "running,"],
+        ]
+        assert any(line.startswith("redis     reachable") for line in lines)
+        as_json = runner_status(runner_env, "--json")
+        assert as_json.returncode == 0, as_json.stderr
+        assert [c["state"] for c in json.loads(as_json.stdout)["components"]] == ["running"] * 3
+
+        # A crash shows as a restart: the worker's main process is killed, supervisord
+        # starts it again, and the count goes up once it runs.
+        psutil.Process(worker["pid"]).kill()
+        wait_for(
+            lambda: worker_after_restart(base, worker["pid"]),
+            START_TIMEOUT,
+            message=lambda: f"no restart counted: {status_json(base)['components'][1]}",
+        )
+
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+
+    stopped = runner_status(runner_env)
+    assert stopped.returncode == 1
+    assert stopped.stdout == ""
+    assert stopped.stderr.startswith("runner | error: no runner is running from ")
