@@ -21,7 +21,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from runner.environment import EnvironmentReader
 from runner.errors import Problem
@@ -100,6 +100,10 @@ def mask_url(url: str | None) -> str | None:
 
 def _url_problem(name: str, url: str, schemes: tuple[str, ...]) -> Problem | None:
     masked = mask_url(url)
+    # Celery takes some backends by bare name: CELERY_RESULT_BACKEND=django-db (the admin's
+    # task results, django_celery_results), django-cache, rpc.
+    if url in schemes and url not in REDIS_SCHEMES:
+        return None
     if any(c.isspace() for c in url):
         return Problem(name, masked, "the URL contains a space; remove it or percent-encode it")
     if _BAD_PERCENT.search(url):
@@ -125,6 +129,17 @@ def _url_problem(name: str, url: str, schemes: tuple[str, ...]) -> Problem | Non
             return Problem(name, masked, "no host; use redis[s]://user:password@host:port")
         if port is None:
             return Problem(name, masked, "no port; Redis Cloud URLs end with :<port>")
+        # kombu, Celery's backend and redis-py each read (or ignore) TLS options in the query
+        # string their own way: one consumer would verify and another not.
+        in_query = sorted({key for key, _ in parse_qsl(parts.query) if key.startswith("ssl")})
+        if in_query:
+            return Problem(
+                name,
+                masked,
+                f"TLS options in the URL ({', '.join(in_query)}) are not applied the same way "
+                "by every library; remove them and use REDIS_SSL_CERT_REQS and "
+                "REDIS_SSL_CA_CERTS",
+            )
     return None
 
 

@@ -1,4 +1,5 @@
-"""Tests of the Redis variables: derivation, TLS upgrade, certificate options, masking."""
+"""Tests of the Redis variables (derivation, TLS upgrade, certificate options, masking) and of
+the Django and Celery settings ``runner.django`` builds from them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from pathlib import Path
 
 import pytest
 import trustme
+from django.core.exceptions import ImproperlyConfigured
 
+from runner.connections import (
+    BROKER_POOL_LIMIT_VARIABLE,
+    CACHE_MAX_CONNECTIONS_VARIABLE,
+    RESULT_MAX_CONNECTIONS_VARIABLE,
+)
+from runner.django import BROKER_POLLING_SECONDS, CACHE_POOL_WAIT_SECONDS, runner_settings
 from runner.environment import EnvironmentReader
 from runner.errors import Problem
 from runner.redis import (
@@ -70,6 +78,13 @@ def test_explicit_broker_and_backend_are_used_as_given():
     assert (settings.broker_url, settings.result_backend) == ("redis://b:1/0", "redis://r:2/1")
 
 
+@pytest.mark.parametrize("backend", ["django-db", "django-cache", "rpc://"])
+def test_result_backends_celery_names_without_a_url_are_accepted(backend):
+    """CELERY_RESULT_BACKEND=django-db (the admin's task results) is taken as Celery takes it."""
+    settings, problems = read({"REDIS_URL": CLOUD, "CELERY_RESULT_BACKEND": backend})
+    assert problems == [] and settings.result_backend == backend
+
+
 def test_ca_given_as_pem_text_means_verified_with_hostname(tmp_path: Path):
     """REDIS_SSL_CA_CERTS holding PEM text defaults to required checks with hostname."""
     pem = trustme.CA().cert_pem.bytes().decode()
@@ -111,6 +126,11 @@ def test_ca_given_as_path_and_cert_reqs_override(tmp_path: Path):
         ({"REDIS_URL": "redis://default:100%@h:1"}, "REDIS_URL", "%25"),
         ({"REDIS_URL": "redis://default:x@h"}, "REDIS_URL", "no port"),
         ({"REDIS_URL": "redis://default:x@h:port"}, "REDIS_URL", "port is not a number"),
+        (
+            {"REDIS_URL": "rediss://default:x@h:1/0?ssl_cert_reqs=none"},
+            "REDIS_URL",
+            "use REDIS_SSL_CERT_REQS",
+        ),
         ({"CELERY_BROKER_URL": "kafka://h:1"}, "CELERY_BROKER_URL", "unknown scheme"),
         ({"REQUIRE_REDIS_SSL": "yes please"}, "REQUIRE_REDIS_SSL", "not a boolean"),
         ({"REQUIRE_REDIS_SSL": "true"}, "REQUIRE_REDIS_SSL", "REDIS_URL is not set"),
@@ -158,3 +178,51 @@ def test_problems_never_show_the_password():
     """Even a malformed URL is reported with its password masked."""
     _settings, problems = read({"REDIS_URL": "redis://default:s3cret@h:1 "})
     assert problems and all("s3cret" not in str(p) for p in problems)
+
+
+# --- what runner.django hands to Django and Celery ---------------------------------------
+
+
+def test_django_settings_carry_the_tls_choice_to_every_consumer():
+    """Broker, result backend and cache get the same TLS options, in each one's own setting."""
+    values = runner_settings("/srv", {"REDIS_URL": CLOUD, "REQUIRE_REDIS_SSL": "true"})
+    tls = {"ssl_cert_reqs": ssl.CERT_NONE, "ssl_check_hostname": False}
+    assert values["CELERY_BROKER_URL"] == values["CELERY_RESULT_BACKEND"] == CLOUD_TLS
+    assert values["CELERY_BROKER_USE_SSL"] == values["CELERY_REDIS_BACKEND_USE_SSL"] == tls
+    assert values["CACHES"]["default"]["OPTIONS"] == tls
+    assert values["CACHES"]["default"]["LOCATION"] == CLOUD_TLS
+    # The idle worker asks Redis for work every BROKER_POLLING_SECONDS, not every second.
+    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"]["polling_interval"] == BROKER_POLLING_SECONDS
+
+
+def test_pool_limits_from_the_runner_become_celery_and_cache_settings():
+    """RUNNER_REDIS_* variables set the broker pool, the result pool and a blocking cache pool."""
+    values = runner_settings(
+        "/srv",
+        {
+            "REDIS_URL": CLOUD,
+            BROKER_POOL_LIMIT_VARIABLE: "1",
+            RESULT_MAX_CONNECTIONS_VARIABLE: "2",
+            CACHE_MAX_CONNECTIONS_VARIABLE: "3",
+        },
+    )
+    assert (values["CELERY_BROKER_POOL_LIMIT"], values["CELERY_REDIS_MAX_CONNECTIONS"]) == (1, 2)
+    assert values["CACHES"]["default"]["OPTIONS"] == {
+        "pool_class": "redis.BlockingConnectionPool",
+        "max_connections": 3,
+        "timeout": CACHE_POOL_WAIT_SECONDS,
+    }
+
+
+def test_without_the_runner_the_libraries_keep_their_own_limits():
+    """A process the runner did not start (no RUNNER_REDIS_*) gets no pool limit from us."""
+    values = runner_settings("/srv", {"REDIS_URL": CLOUD})
+    assert "CELERY_BROKER_POOL_LIMIT" not in values
+    assert "CELERY_REDIS_MAX_CONNECTIONS" not in values
+    assert values["CACHES"]["default"]["OPTIONS"] == {}
+
+
+def test_a_bad_pool_limit_is_a_settings_error():
+    """A malformed RUNNER_REDIS_* variable stops the settings with its name."""
+    with pytest.raises(ImproperlyConfigured, match=RESULT_MAX_CONNECTIONS_VARIABLE):
+        runner_settings("/srv", {"REDIS_URL": CLOUD, RESULT_MAX_CONNECTIONS_VARIABLE: "0"})

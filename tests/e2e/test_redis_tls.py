@@ -1,0 +1,406 @@
+"""Redis over TLS through the whole runner, as the seed configures it: broker, results, cache,
+the start-up check, the connection budget and the password kept out of every output.
+
+One runner with the seed's exact variables (``REDIS_URL=redis://default:PASSWORD@...`` to a
+TLS-only port, ``REQUIRE_REDIS_SSL=true``, no CA) serves the first group of tests, in file
+order; the last one stops it. Other tests start their own runner or a run that is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psutil
+import pytest
+import requests
+
+from runner.errors import EXIT_BAD_CONFIG, EXIT_FAILURE, EXIT_OK
+from tests.conftest import make_password
+from tests.support.certs import TlsMaterial
+from tests.support.ports import free_port
+from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.redis_server import RedisServer
+from tests.support.runner import (
+    REPO_ROOT,
+    build_runner_env,
+    run_client,
+    start_runner,
+    wait_http_ok,
+)
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 90  # a cold start imports Django and Celery in several processes, over TLS
+TASK_TIMEOUT = 30
+STOP_TIMEOUT = 30  # the grace plus supervisord's own exit, as Render allows after SIGTERM
+REFUSED_TIMEOUT = 60  # a refused start imports the project and checks Redis, nothing more
+CLIENT_TIMEOUT = 90
+QUEUED_TASKS = 3
+HEARTBEAT_EVERY_SECONDS = 2
+# Peak measurement: slow tasks keep every pool child busy while beat ticks and the web
+# answers requests; CLIENT LIST is sampled until they are all done.
+SLOW_TASK_SECONDS = 2
+SLOW_TASKS = 6  # three rounds of the default two children
+WEB_LOAD_THREADS = 3
+SAMPLE_EVERY_SECONDS = 0.05
+PEAK_TIMEOUT = 120
+# What runner.connections counts per process at default settings (see `runner plan`).
+MODEL_PER_PROCESS = {
+    "web master": 0,
+    "web worker": 5,
+    "worker main": 5,
+    "pool child": 4,
+    "beat": 2,
+    "worker child": 4,  # a pool child or the embedded beat, when not named
+}
+
+
+@dataclass
+class Service:
+    """A running runner and what was arranged before it started."""
+
+    env: dict[str, str]
+    server: RedisServer
+    runner: ProcessHandle
+    queued_ids: list[str]
+    queue_length_after_clear: int
+    cache_after_clear: object
+
+
+def client(env: dict[str, str], code: str) -> object:
+    """Run ``code`` in a separate client process with ``env``; decode the JSON it prints."""
+    return json.loads(run_client(env, code, CLIENT_TIMEOUT).splitlines()[-1])
+
+
+def manage(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        check=True,
+    )
+    return result.stdout + result.stderr
+
+
+def runner_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=REFUSED_TIMEOUT,
+    )
+
+
+def secret_forms(password: str) -> set[str]:
+    return {password, quote(password, safe="")}
+
+
+def seed_env(tmp: Path, server: RedisServer) -> dict[str, str]:
+    """The seed's variables, verbatim: redis:// to the TLS port, REQUIRE_REDIS_SSL, no CA."""
+    env = build_runner_env(os.environ, tmp, free_port())
+    env |= {
+        "REDIS_URL": f"redis://default:{server.password}@127.0.0.1:{server.port}",
+        "REQUIRE_REDIS_SSL": "true",
+        "DJANGO_SETTINGS_MODULE": "app.settings",
+    }
+    return env
+
+
+QUEUE_THEN_CLEAR = f"""
+import json, django
+django.setup()
+from django.core.cache import cache
+from app.celery import app
+cache.set("greeting", "hello", 300)
+ids = [app.send_task("app.tasks.add", (2, 3)).id for _ in range({QUEUED_TASKS})]
+cache.clear()
+print(json.dumps({{"ids": ids, "cache": cache.get("greeting")}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def seed_service(
+    tmp_path_factory: pytest.TempPathFactory, tls_material: TlsMaterial
+) -> Iterator[Service]:
+    """The runner with the seed's variables, started after tasks were queued and the cache
+    cleared (no worker yet, so the tasks wait in Redis), heartbeat every 2 s."""
+    tmp = tmp_path_factory.mktemp("seed-tls")
+    with RedisServer(tmp / "redis", password=make_password(), tls=tls_material) as server:
+        env = seed_env(tmp, server)
+        manage(env, "migrate", "--noinput")
+        manage(
+            env,
+            "shell",
+            "-c",
+            "from django_celery_beat.models import PeriodicTask; "
+            "task = PeriodicTask.objects.get(name='heartbeat'); "
+            f"task.interval.every = {HEARTBEAT_EVERY_SECONDS}; task.interval.save()",
+        )
+        arranged = client(env, QUEUE_THEN_CLEAR)
+        queue_length = server.client().llen("celery")
+        with start_runner(env, tmp) as runner:
+            wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
+            runner.wait_for_output("ready.", START_TIMEOUT)
+            yield Service(env, server, runner, arranged["ids"], queue_length, arranged["cache"])
+
+
+def test_tasks_queued_before_cache_clear_still_run(seed_service: Service):
+    """cache.clear() deletes the cache's keys only: tasks queued before it stay in Redis and
+    run once the worker starts."""
+    assert seed_service.cache_after_clear is None
+    assert seed_service.queue_length_after_clear == QUEUED_TASKS
+    results = client(
+        seed_service.env,
+        "import json; from app.celery import app; print(json.dumps("
+        f"[app.AsyncResult(i).get(timeout={TASK_TIMEOUT}) for i in {seed_service.queued_ids!r}]"
+        "))",
+    )
+    assert results == [5] * QUEUED_TASKS
+
+
+def test_the_seeds_variables_run_a_task_over_tls(seed_service: Service):
+    """A task sent from a separate client process with the same variables runs end to end
+    over TLS (the server has no plain port), its result in REDIS_URL's database."""
+    task_id, result = client(
+        seed_service.env,
+        "import json; from app.celery import app; r = app.send_task('app.tasks.add', (2, 3)); "
+        f"print(json.dumps([r.id, r.get(timeout={TASK_TIMEOUT})]))",
+    )
+    assert result == 5
+    assert seed_service.server.client().exists(f"celery-task-meta-{task_id}") == 1
+    output = seed_service.runner.output()
+    port = seed_service.server.port
+    assert "runner | REQUIRE_REDIS_SSL is true: redis:// URLs were upgraded to rediss://" in output
+    assert "encrypted but the server is NOT verified; set REDIS_SSL_CA_CERTS" in output
+    assert "runner | Redis connections at peak: up to 25 of REDIS_MAX_CONNECTIONS 30" in output
+    assert (
+        f"runner | Redis at rediss://default:***@127.0.0.1:{port} answers (broker, results "
+        "and cache; TLS, encrypted but the server is NOT verified)"
+    ) in output
+
+
+def test_the_django_cache_reads_and_writes_over_tls(seed_service: Service):
+    """The Django cache of app.settings writes to and reads from Redis over TLS, under its
+    own key prefix."""
+    value = client(
+        seed_service.env,
+        "import json, django; django.setup(); from django.core.cache import cache; "
+        "cache.set('tls-check', {'n': 7}, 60); print(json.dumps(cache.get('tls-check')))",
+    )
+    assert value == {"n": 7}
+    keys = seed_service.server.client().keys("django-cache:*")
+    assert [key.decode() for key in keys] == ["django-cache:1:tls-check"]
+
+
+def runner_connections(runner: ProcessHandle, port: int) -> dict[int, tuple[str, int]]:
+    """Connections to Redis on ``port`` per process of the runner's tree: pid -> (kind, n)."""
+    kinds = {process.pid: kind_of(process) for process in runner.tree()}
+    counts: Counter[int] = Counter()
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.raddr and connection.raddr.port == port and connection.pid in kinds:
+            if connection.status == psutil.CONN_ESTABLISHED:
+                counts[connection.pid] += 1
+    return {pid: (kinds[pid], n) for pid, n in counts.items()}
+
+
+def kind_of(process: psutil.Process) -> str:
+    """Which of the budget's process kinds ``process`` is, from its place in the tree.
+
+    Pool children and the embedded beat share the worker's command line; the runner's Celery
+    hooks name them celery-child and celery-beat when installed, else they are told apart
+    only as "worker child" (a pool child or beat).
+    """
+    try:
+        command = " ".join(process.cmdline())
+        parent = " ".join(process.parent().cmdline()) if process.parent() else ""
+        name = process.name()
+    except psutil.Error:
+        return "gone"
+    if "gunicorn" in command:
+        return "web worker" if "gunicorn" in parent else "web master"
+    if "runner.celery_entry" not in command:
+        return "other"
+    if "runner.celery_entry" not in parent:
+        return "worker main" if " worker " in f"{command} " else "beat"
+    return {"celery-beat": "beat", "celery-child": "pool child"}.get(name, "worker child")
+
+
+def test_peak_connections_stay_within_the_budget(seed_service: Service):
+    """With the web answering requests, every pool child busy and beat ticking, the runner's
+    processes never hold more Redis connections than `runner plan` counts, nor more than
+    REDIS_MAX_CONNECTIONS; and no process more than the budget counts for its kind."""
+    env, runner, server = seed_service.env, seed_service.runner, seed_service.server
+    plan = json.loads(runner_command(env, "plan", "--json").stdout)["redis_connections"]
+    assert (plan["budget"], plan["total"]) == (30, 25)
+
+    stop = threading.Event()
+
+    def load_web() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                session.get(f"http://127.0.0.1:{env['PORT']}/", timeout=10)
+
+    threads = [threading.Thread(target=load_web) for _ in range(WEB_LOAD_THREADS)]
+    sender = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from app.celery import app\n"
+            f"results = [app.send_task('app.tasks.slow', ({SLOW_TASK_SECONDS},)) "
+            f"for _ in range({SLOW_TASKS})]\n"
+            f"print([r.get(timeout={PEAK_TIMEOUT}) for r in results])\n",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    heartbeats_before = runner.output().count("Sending due task heartbeat")
+    peak = 0
+    peak_server_side = 0
+    per_kind: dict[str, int] = defaultdict(int)
+    probe = server.client()
+    try:
+        for thread in threads:
+            thread.start()
+
+        def sample() -> bool:
+            nonlocal peak, peak_server_side
+            by_process = runner_connections(runner, server.port)
+            peak = max(peak, sum(n for _, n in by_process.values()))
+            for kind, n in by_process.values():
+                per_kind[kind] = max(per_kind[kind], n)
+            peak_server_side = max(peak_server_side, len(probe.client_list()) - 1)
+            ticked = runner.output().count("Sending due task heartbeat") > heartbeats_before
+            return sender.poll() is not None and ticked
+
+        wait_for(sample, PEAK_TIMEOUT, interval=SAMPLE_EVERY_SECONDS, message="load never ended")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        probe.close()
+        if sender.poll() is None:
+            sender.kill()
+        out, err = sender.communicate()
+    assert sender.returncode == 0, err
+    assert out.strip() == str([float(SLOW_TASK_SECONDS)] * SLOW_TASKS)
+    print(f"\npeak {peak} (server side, with the sender: {peak_server_side}); {dict(per_kind)}")
+    assert peak <= plan["total"] <= plan["budget"]
+    for kind, most in per_kind.items():
+        assert most <= MODEL_PER_PROCESS[kind], (kind, most, dict(per_kind))
+
+
+def test_the_password_never_appears_and_sigterm_stops_cleanly(seed_service: Service):
+    """Neither the runner's output nor `runner plan`/`check` ever show the password; SIGTERM
+    then stops everything with status 0."""
+    env, runner = seed_service.env, seed_service.runner
+    tree = runner.tree()
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(STOP_TIMEOUT) == EXIT_OK, runner.output()[-3000:]
+    assert_no_survivors(tree, timeout=10)
+    outputs = [runner.output()]
+    for args in (("plan",), ("plan", "--json"), ("check",)):
+        done = runner_command(env, *args)
+        outputs.append(done.stdout + done.stderr)
+    for output in outputs:
+        for secret in secret_forms(seed_service.server.password):
+            assert secret not in output
+
+
+def test_verified_tls_and_explicit_broker_and_result_urls(
+    runner_env, tmp_path: Path, redis_tls: RedisServer, redis_plain: RedisServer, tls_material
+):
+    """REDIS_SSL_CA_CERTS as PEM text verifies every TLS connection; explicit
+    CELERY_BROKER_URL and CELERY_RESULT_BACKEND are used as given: tasks through the TLS
+    server's database 1, results in the plain server's database 2, the cache on REDIS_URL."""
+    tls_base = f"rediss://default:{redis_tls.password}@localhost:{redis_tls.port}"
+    runner_env |= {
+        "REDIS_URL": f"{tls_base}/0",
+        "CELERY_BROKER_URL": f"{tls_base}/1",
+        "CELERY_RESULT_BACKEND": redis_plain.url(db=2),
+        "REDIS_SSL_CA_CERTS": tls_material.ca_pem_text,
+        "RUN_BEAT": "false",
+    }
+    with start_runner(runner_env, tmp_path) as runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("ready.", START_TIMEOUT)
+        task_id, result = client(
+            runner_env,
+            "import json; from app.celery import app; r = app.send_task('app.tasks.add', (2, 3));"
+            f" print(json.dumps([r.id, r.get(timeout={TASK_TIMEOUT})]))",
+        )
+        output = runner.output()
+    assert result == 5
+    assert redis_plain.client(db=2).exists(f"celery-task-meta-{task_id}") == 1
+    assert redis_tls.client(db=0).exists(f"celery-task-meta-{task_id}") == 0
+    assert redis_tls.client(db=1).exists("_kombu.binding.celery") == 1
+    port = redis_tls.port
+    for line in (
+        f"Redis at rediss://default:***@localhost:{port}/1 answers (broker; TLS, certificate "
+        "verified)",
+        f"Redis at redis://default:***@127.0.0.1:{redis_plain.port}/2 answers (results; no TLS)",
+        f"Redis at rediss://default:***@localhost:{port}/0 answers (cache; TLS, certificate "
+        "verified)",
+    ):
+        assert f"runner | {line}" in output
+    assert "NOT verified" not in output
+    for secret in secret_forms(redis_tls.password) | secret_forms(redis_plain.password):
+        assert secret not in output
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "words"),
+    [
+        ("wrong CA", EXIT_FAILURE, "certificate verification failed for Redis at rediss://"),
+        ("plain client, TLS port", EXIT_FAILURE, "speaks TLS but the URL says redis://"),
+        ("TLS client, plain port", EXIT_FAILURE, "does not speak TLS on port"),
+        ("budget of 10", EXIT_BAD_CONFIG, "set it to at least 25"),
+    ],
+)
+def test_a_start_that_cannot_work_is_refused_before_anything_starts(
+    case,
+    status,
+    words,
+    runner_env,
+    tmp_path: Path,
+    redis_tls_session: RedisServer,
+    redis_plain_session: RedisServer,
+    tls_material: TlsMaterial,
+):
+    """A wrong CA, a wrong scheme either way, or a budget too small for the default layout:
+    one error line with the fix, a non-zero exit, no migration and no program started."""
+    tls, plain = redis_tls_session, redis_plain_session
+    runner_env |= {
+        "wrong CA": {
+            "REDIS_URL": tls.url(),
+            "REDIS_SSL_CA_CERTS": tls_material.other_ca_pem.read_text(),
+        },
+        "plain client, TLS port": {"REDIS_URL": tls.url(scheme="redis")},
+        "TLS client, plain port": {"REDIS_URL": plain.url(), "REQUIRE_REDIS_SSL": "true"},
+        "budget of 10": {"REDIS_URL": tls.url(), "REDIS_MAX_CONNECTIONS": "10"},
+    }[case]
+    with start_runner(runner_env, tmp_path) as runner:
+        assert runner.wait(REFUSED_TIMEOUT) == status
+        output = runner.output()
+    errors = [line for line in output.splitlines() if line.startswith("runner | error: ")]
+    assert len(errors) == 1 and words in errors[0], output
+    assert "migrate |" not in output and "starting (pid" not in output
+    for secret in secret_forms(tls.password) | secret_forms(plain.password):
+        assert secret not in output
