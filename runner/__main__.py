@@ -1,5 +1,5 @@
-"""``python -m runner [start|plan|variables]``: the command line, and the only place that turns
-the runner's errors into messages and exit statuses."""
+"""``python -m runner [start|plan|check|status|variables]``: the command line, and the only
+place that turns the runner's errors into messages and exit statuses."""
 
 from __future__ import annotations
 
@@ -14,18 +14,42 @@ from runner.errors import EXIT_OK, RunnerError
 from runner.logrelay import prefix
 
 
+def _project_lines(plan) -> list[str]:
+    """What was found and from where: settings, WSGI app, Celery app, broker, results."""
+    from runner.plan import HEALTH_PATH
+
+    project, celery = plan.project, plan.project.celery
+    found_in = f": {project.settings_file}" if project.settings_file else ""
+    wsgi = (
+        f"{project.wsgi_application} (WSGI_APPLICATION)"
+        if project.wsgi_application
+        else f"WSGI_APPLICATION of {project.settings_module}"
+    )
+    own = " (the project's own setting)"
+    return [
+        f"project   {project.settings_module} (from {project.settings_source}{found_in})",
+        f"web app   {wsgi}; {HEALTH_PATH} answered by the runner",
+        f"celery    -A {project.celery_app} (from {project.celery_source})"
+        + (f": {celery.app}" if celery else ""),
+        f"broker    {plan.broker}" + (own if celery and not celery.broker_from_environment else ""),
+        f"results   {plan.result_backend}"
+        + (own if celery and not celery.results_from_environment else ""),
+    ]
+
+
 def _plan_text(plan) -> str:
     lines = [
-        f"project   {plan.project.settings_module} (from {plan.project.settings_source})",
-        f"celery    -A {plan.project.celery_app} (from {plan.project.celery_source})",
-        f"broker    {plan.broker}",
-        f"results   {plan.result_backend}",
+        *_project_lines(plan),
         f"migrate   {'yes' if plan.migrate else 'no'}",
     ]
     for program in plan.programs:
         lines.append(
             f"{program.name:<9} {program.processes} process(es): " + " ".join(program.command[1:])
         )
+    if plan.memory is not None:
+        lines += [f"memory    {line}" for line in plan.memory.lines]
+    if plan.redis_connections is not None:
+        lines += [f"redis     {line}" for line in plan.redis_connections.lines()]
     lines += [f"note      {note}" for note in plan.notes]
     return "\n".join(lines)
 
@@ -33,6 +57,9 @@ def _plan_text(plan) -> str:
 def _plan_json(plan) -> str:
     data = asdict(plan)
     data["programs"] = [dict(asdict(p), command=list(p.command)) for p in plan.programs]
+    if plan.redis_connections is not None:
+        data["redis_connections"]["total"] = plan.redis_connections.total
+        data["redis_connections"]["lines"] = list(plan.redis_connections.lines())
     return json.dumps(data, indent=2, default=str)
 
 
@@ -46,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     plan_parser = commands.add_parser("plan", help="print what would run, start nothing")
     plan_parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("variables", help="print the environment variables as a table")
+    commands.add_parser(
+        "check", help="check that Redis answers as configured (exit 1 if not), start nothing"
+    )
+    status_parser = commands.add_parser(
+        "status", help="show the running service's components, memory and Redis (exit 1 if none)"
+    )
+    status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
     from runner import launch
@@ -63,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             _settings, plan = launch.load(os.environ, cwd)
             print(_plan_json(plan) if args.json else _plan_text(plan))
             return EXIT_OK
+        if args.command == "check":
+            launch.check(os.environ, cwd)
+            return EXIT_OK
+        if args.command == "status":
+            from runner import status_text
+
+            return status_text.main(os.environ, cwd, as_json=args.json)
         launch.start(os.environ, cwd)
     except RunnerError as error:
         for line in error.lines():

@@ -18,6 +18,8 @@ import threading
 
 from celery.signals import worker_shutting_down
 
+from runner import celery_hooks
+
 WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
 
 
@@ -34,6 +36,8 @@ def _bound_warm_shutdown(sig=None, how=None, exitcode=None, **_kwargs) -> None:
 
 def main() -> None:
     worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
+    # Pool children the memory watchdog can retire after their task, and gc.freeze().
+    celery_hooks.install()
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

@@ -6,6 +6,7 @@ that touches the file system, starts a process and replaces itself with supervis
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,13 +15,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+from runner.budget import read_container_limit, resolve_budget
+from runner.discover import discover
 from runner.django import local_paths
 from runner.errors import PreflightError, StartError
 from runner.logrelay import prefix
+from runner.migrate_lock import migration_lock
 from runner.plan import Plan, make_plan
 from runner.project import find_project
+from runner.redis_check import check_now, preflight
+from runner.runstate import write_pointer
 from runner.settings import Settings, load_settings
-from runner.supervisor import render_supervisord_conf
+from runner.supervisor import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
+from runner.watchdog import Limits
 
 CONF_NAME = "supervisord.conf"
 
@@ -38,12 +45,14 @@ def read_manage_py(cwd: Path) -> str | None:
 
 
 def load(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
-    """Settings and plan for this environment and directory (reads only manage.py)."""
+    """Settings and plan for this environment and directory; the project is checked by import."""
     settings = load_settings(environ, cwd)
     project = find_project(
         settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
     )
-    return settings, make_plan(settings, project)
+    project = discover(project, settings, cwd)
+    budget = resolve_budget(settings.memory_budget_mb, read_container_limit())
+    return settings, make_plan(settings, project, budget)
 
 
 def child_environment(environ: Mapping[str, str], settings: Settings, plan: Plan) -> dict:
@@ -103,7 +112,25 @@ def write_config(plan: Plan) -> Path:
     run_dir = Path(tempfile.mkdtemp(prefix="runner-"))  # mode 0700: ours alone
     conf = run_dir / CONF_NAME
     conf.write_text(render_supervisord_conf(plan, run_dir))
+    if plan.memory is not None:
+        # supervisord's process enforces the budget; it gets the plan's lines, not the plan
+        # (making the plan imports the project, which must stay out of supervisord).
+        limits = Limits.from_budget(
+            plan.memory.budget, plan.shares_mb, plan.memory.graceful_restart
+        )
+        (run_dir / LIMITS_NAME).write_text(json.dumps(limits.as_dict()))
     return conf
+
+
+def redis_peak(plan: Plan) -> int | None:
+    """The plan's Redis connections at peak, for messages about Redis's connection limit."""
+    return plan.redis_connections.total if plan.redis_connections else None
+
+
+def check(environ: Mapping[str, str], cwd: Path) -> None:
+    """``python -m runner check``: load, then the start-up checks; raise if one fails."""
+    settings, plan = load(environ, cwd)
+    check_now(settings.redis, say, redis_peak(plan))
 
 
 def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
@@ -116,9 +143,20 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
         f"broker {plan.broker}"
     )
     prepare_data_dir(settings, plan)
+    if plan.redis_connections is not None:
+        say(
+            f"Redis connections at peak: up to {plan.redis_connections.total} of "
+            f"REDIS_MAX_CONNECTIONS {plan.redis_connections.budget} (python -m runner plan)"
+        )
+    # Before migrations and programs: refuse a Redis configuration that cannot work.
+    preflight(settings.redis, say, redis_peak(plan), worker="worker" in plan.program_names)
     env = child_environment(environ, settings, plan)
     if plan.migrate:
-        migrate(plan, env, cwd)
+        # Several instances booting at once (scale-out) migrate one after another.
+        with migration_lock(settings.redis, settings.data_dir, say):
+            migrate(plan, env, cwd)
     conf = write_config(plan)
+    # After exec this PID is supervisord's: `python -m runner status` finds it here.
+    write_pointer(settings.data_dir, os.getpid(), f"unix://{conf.parent / SOCKET_NAME}", cwd)
     sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", "runner.supervise", str(conf)], env)

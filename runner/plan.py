@@ -9,9 +9,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from runner.project import Project
+from runner.budget import Budget, resolve_budget
+from runner.connections import RedisConnections, budget_for
+from runner.memory_plan import MemoryPlan, WebShape, WorkerShape, plan_memory
+from runner.project import Project, celery_notes
 from runner.redis import mask_url
-from runner.settings import Settings
+from runner.settings import KEEP_AWAKE_MINUTES, Settings
 
 # Small defaults that fit a 512 MB instance (the seed's own flags: 2 web workers, 2 tasks).
 DEFAULT_WEB_CONCURRENCY = 2
@@ -65,6 +68,14 @@ class Plan:
     local_default: bool  # no Redis: filesystem broker and results in the data directory
     project: Project
     notes: tuple[str, ...] = field(default=())
+    # Redis pool limits per program and their sum (runner.connections); None without Redis.
+    redis_connections: RedisConnections | None = None
+    memory: MemoryPlan | None = None
+
+    @property
+    def shares_mb(self) -> dict[str, int]:
+        """Each program's memory share (MB), for the watchdog and the status page."""
+        return self.memory.shares_mb if self.memory else {}
 
     @property
     def program_names(self) -> tuple[str, ...]:
@@ -78,15 +89,21 @@ def _python(*args: str) -> tuple[str, ...]:
     return (sys.executable, *args)
 
 
-def _web(settings: Settings, concurrency: int, grace: int) -> Program:
+def _web(settings: Settings, shape: WebShape, grace: int) -> Program:
     command = _python(
         "-m",
         "gunicorn",
         WSGI_ENTRY,
         "--bind",
         f"0.0.0.0:{settings.port}",
+        # Threads, not processes, for concurrency: a forked worker un-shares ~23 MB of the
+        # master once it serves pages, a thread ~1 MB (runner.memory_plan).
+        "--worker-class",
+        "gthread",
         "--workers",
-        str(concurrency),
+        str(shape.workers),
+        "--threads",
+        str(shape.threads),
         # Import the project once in the master; workers are forked with it loaded, which
         # shares memory and makes a worker restart cheap.
         "--preload",
@@ -108,12 +125,12 @@ def _web(settings: Settings, concurrency: int, grace: int) -> Program:
         "--no-control-socket",
     )
     return Program(
-        "web", command, processes=1 + concurrency, stop_wait_seconds=settings.shutdown_grace
+        "web", command, processes=1 + shape.workers, stop_wait_seconds=settings.shutdown_grace
     )
 
 
 def _worker(
-    settings: Settings, project: Project, concurrency: int, embed_beat: bool, grace: int
+    settings: Settings, project: Project, shape: WorkerShape, embed_beat: bool, grace: int
 ) -> Program:
     command = _python(
         "-m",
@@ -122,19 +139,28 @@ def _worker(
         project.celery_app,
         "worker",
         f"--loglevel={settings.log_level.upper()}",
-        f"--concurrency={concurrency}",
-        f"--max-tasks-per-child={settings.max_tasks_per_child}",
+        f"--pool={shape.pool}",
+        f"--concurrency={shape.concurrency}",
         # One instance has no peers: gossip and mingle only cost Redis commands at idle.
         "--without-gossip",
         "--without-mingle",
+        # Heartbeat events (a PUBLISH every 2 s, and a channel of two connections) feed
+        # monitors such as Flower; `celery inspect` uses remote control, which stays on.
+        "--without-heartbeat",
     )
+    if shape.pool == "prefork":
+        # Only the prefork pool has children to recycle.
+        command += (
+            f"--max-tasks-per-child={settings.max_tasks_per_child}",
+            f"--max-memory-per-child={shape.max_memory_per_child_kib}",
+        )
     if embed_beat:
         command += ("--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}")
     environment = (("RUNNER_WARM_SHUTDOWN_SECONDS", str(grace)),)
     return Program(
         "worker",
         command,
-        processes=1 + concurrency + (1 if embed_beat else 0),
+        processes=1 + (shape.concurrency if shape.pool == "prefork" else 0) + embed_beat,
         environment=environment,
         stop_wait_seconds=settings.shutdown_grace,
     )
@@ -153,8 +179,14 @@ def _beat(settings: Settings, project: Project) -> Program:
     return Program("beat", command, processes=1, stop_wait_seconds=settings.shutdown_grace)
 
 
-def make_plan(settings: Settings, project: Project) -> Plan:
-    """Decide the programs and their commands from the settings."""
+def make_plan(settings: Settings, project: Project, budget: Budget | None = None) -> Plan:
+    """Decide the programs and their commands from the settings and the memory budget.
+
+    ``budget`` is the one found on the machine (runner.launch reads the cgroup); without it,
+    MEMORY_BUDGET_MB or the 512 MB default.
+    """
+    if budget is None:
+        budget = resolve_budget(settings.memory_budget_mb, None)
     grace = max(1, settings.shutdown_grace - STOP_MARGIN_SECONDS)
     notes: list[str] = []
     programs: list[Program] = []
@@ -162,20 +194,40 @@ def make_plan(settings: Settings, project: Project) -> Plan:
     if settings.run_beat and not settings.run_worker and settings.beat_mode == "embedded":
         notes.append("beat runs as its own program because RUN_WORKER is false")
 
-    if settings.run_web:
-        programs.append(_web(settings, settings.web_concurrency or DEFAULT_WEB_CONCURRENCY, grace))
-    if settings.run_worker:
-        concurrency = settings.celery_concurrency or DEFAULT_CELERY_CONCURRENCY
-        programs.append(_worker(settings, project, concurrency, embed_beat, grace))
+    memory = plan_memory(
+        budget,
+        web_capacity=(settings.web_concurrency or DEFAULT_WEB_CONCURRENCY)
+        if settings.run_web
+        else None,
+        worker_capacity=(settings.celery_concurrency or DEFAULT_CELERY_CONCURRENCY)
+        if settings.run_worker
+        else None,
+        beat=("embedded" if embed_beat else "separate") if settings.run_beat else None,
+        pool=settings.celery_pool,
+    )
+    notes.extend(budget.notes)
+    if memory.web is not None:
+        programs.append(_web(settings, memory.web, grace))
+    if memory.worker is not None:
+        programs.append(_worker(settings, project, memory.worker, embed_beat, grace))
     if settings.run_beat and not embed_beat:
         programs.append(_beat(settings, project))
 
     redis = settings.redis
-    local = redis.broker_url is None
+    # What the project's Celery app really uses (runner.discover), where it was read.
+    celery = project.celery
+    own_broker = celery is not None and not celery.broker_from_environment
+    own_results = celery is not None and not celery.results_from_environment
+    local = redis.broker_url is None and not own_broker
     if local:
         notes.append(
             f"local default: no REDIS_URL, so tasks and results are kept in "
             f"{settings.data_dir}; set REDIS_URL to use Redis"
+        )
+    if settings.keep_awake_url:
+        notes.append(
+            f"keep-awake: requesting {settings.keep_awake_url} every {KEEP_AWAKE_MINUTES} "
+            "minutes, so this instance never sleeps (~744 of the 750 free hours a month)"
         )
     if redis.upgraded_to_tls:
         notes.append("REQUIRE_REDIS_SSL is true: redis:// URLs were upgraded to rediss://")
@@ -184,14 +236,26 @@ def make_plan(settings: Settings, project: Project) -> Plan:
             "Redis connection is encrypted but the server is NOT verified; set "
             "REDIS_SSL_CA_CERTS to your provider's CA (e.g. redis_ca.pem) to verify it"
         )
+    if celery is not None:
+        notes.extend(celery_notes(celery, redis))
+    # Pool limits for each program within REDIS_MAX_CONNECTIONS (raises when they cannot fit).
+    connections = budget_for(redis, programs, project_broker=own_broker)
+    if connections is not None:
+        programs = [connections.with_environment(program) for program in programs]
     return Plan(
         programs=tuple(programs),
         migrate=_python("-m", "django", "migrate", "--noinput")
         if settings.run_migrations
         else None,
-        broker=mask_url(redis.broker_url) or f"filesystem://{settings.data_dir / 'broker'}",
-        result_backend=mask_url(redis.result_backend) or f"file://{settings.data_dir / 'results'}",
+        broker=celery.broker
+        if own_broker
+        else mask_url(redis.broker_url) or f"filesystem://{settings.data_dir / 'broker'}",
+        result_backend=celery.result_backend
+        if own_results
+        else mask_url(redis.result_backend) or f"file://{settings.data_dir / 'results'}",
         local_default=local,
         project=project,
         notes=tuple(notes),
+        redis_connections=connections,
+        memory=memory,
     )

@@ -11,11 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.budget import MAX_BUDGET_MB, MIN_BUDGET_MB
 from runner.environment import EnvironmentReader
 from runner.errors import ConfigError
 from runner.redis import RedisSettings, read_redis_settings
 
 BEAT_MODES = ("embedded", "separate")
+POOLS = ("auto", "prefork", "threads")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 DEFAULT_PORT = 8000
@@ -27,6 +29,11 @@ DEFAULT_WEB_TIMEOUT_SECONDS = 120
 DEFAULT_MAX_TASKS_PER_CHILD = 100
 DEFAULT_DATA_DIR = ".runner-data"
 MAX_CONCURRENCY = 64
+# A status token anyone could guess would make the status page public.
+MIN_STATUS_TOKEN_LENGTH = 16
+# Render's free instance sleeps after 15 minutes without inbound requests; a request every
+# 10 minutes keeps it awake even if one is lost.
+KEEP_AWAKE_MINUTES = 10
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,19 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("CELERY_APP", "the settings' top package", "What you would pass to `celery -A`."),
     Variable(
+        "MEMORY_BUDGET_MB",
+        "the container's limit, else 512",
+        "Memory for the whole service (Render free: 512). The plan shares it out and the "
+        "watchdog keeps the tree inside it; `python -m runner plan` shows the arithmetic.",
+    ),
+    Variable(
+        "CELERY_POOL",
+        "auto",
+        "`auto` (= `prefork`): a child per task slot, recycled by task count and memory, hard "
+        "time limits, tasks cancelled and re-queued when the shutdown grace ends. `threads`: "
+        "one process, ~30 MB less, but a task running past the grace is not re-queued.",
+    ),
+    Variable(
         "REDIS_URL",
         "(unset: local default)",
         "Redis for broker, results and cache, e.g. `rediss://default:PASSWORD@host:port`.",
@@ -99,7 +119,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "REDIS_SSL_CERT_REQS",
         "`required` with a CA, else `none`",
-        "Certificate check: `required`, `optional` or `none` (the seed's choice).",
+        "Certificate check: `required` (CA and host name), `optional` (CA only) or `none` "
+        "(encrypted, not verified: the seed's choice).",
     ),
     Variable(
         "REDIS_SSL_CA_CERTS",
@@ -109,7 +130,23 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "REDIS_MAX_CONNECTIONS",
         "30",
-        "Redis connections the whole service may open (Redis Cloud caps at 30).",
+        "Redis connections the whole service may hold at peak (Redis Cloud's free plan caps "
+        "at 30): the runner sizes every process's pools within it and refuses to start when "
+        "they cannot fit; `python -m runner plan` shows the sum.",
+    ),
+    Variable(
+        "RUNNER_STATUS_TOKEN",
+        "(unset: staff login only)",
+        "Token that opens `/status/` and `/status.json` without a login "
+        f"(`Authorization: Bearer ...` or `?token=`); at least {MIN_STATUS_TOKEN_LENGTH} "
+        "characters.",
+    ),
+    Variable(
+        "KEEP_AWAKE_URL",
+        "(unset: off)",
+        "Your service's public health URL (`https://NAME.onrender.com/healthz`), requested "
+        f"every {KEEP_AWAKE_MINUTES} minutes so a free instance never sleeps: uses ~744 of "
+        "the workspace's 750 free hours a month.",
     ),
 )
 
@@ -134,6 +171,10 @@ class Settings:
     django_settings_module: str | None
     celery_app: str | None
     redis: RedisSettings
+    memory_budget_mb: int | None = None
+    celery_pool: str = "auto"
+    status_token: str | None = None
+    keep_awake_url: str | None = None
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -168,7 +209,27 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         django_settings_module=env.text("DJANGO_SETTINGS_MODULE"),
         celery_app=env.text("CELERY_APP"),
         redis=read_redis_settings(env),
+        memory_budget_mb=env.int(
+            "MEMORY_BUDGET_MB", None, minimum=MIN_BUDGET_MB, maximum=MAX_BUDGET_MB
+        ),
+        celery_pool=env.choice("CELERY_POOL", "auto", POOLS),
+        status_token=env.text("RUNNER_STATUS_TOKEN"),
+        keep_awake_url=env.text("KEEP_AWAKE_URL"),
     )
+    if settings.status_token and len(settings.status_token) < MIN_STATUS_TOKEN_LENGTH:
+        env.problem(
+            "RUNNER_STATUS_TOKEN",
+            f"too short to keep the status page private; use at least "
+            f"{MIN_STATUS_TOKEN_LENGTH} random characters",
+            "***",
+        )
+    if settings.keep_awake_url and not settings.keep_awake_url.startswith(("http://", "https://")):
+        env.problem(
+            "KEEP_AWAKE_URL",
+            "not an http(s) URL; use your service's public health URL, e.g. "
+            "https://NAME.onrender.com/healthz",
+            settings.keep_awake_url,
+        )
     if not settings.components:
         env.problem(
             "RUN_WEB",

@@ -7,11 +7,15 @@ live inside the same process (no extra Python process, and no event buffer to ov
   the component's name (``runner.logrelay``);
 - supervisord's messages are rewritten in the runner's words (``runner.words``);
 - a component that cannot start at all stops the service with a failure status, instead
-  of a crash loop (supervisord itself would keep the others running and exit 0).
+  of a crash loop (supervisord itself would keep the others running and exit 0);
+- the memory budget is enforced every 5 s (``runner.memory_guard``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,8 +28,13 @@ from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
 from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
+from runner.keepawake import KeepAwake
 from runner.logrelay import LineRelay, prefix
-from runner.supervisor import GROUP
+from runner.memory_guard import MemoryGuard
+from runner.runstate import write_starts
+from runner.settings import load_settings
+from runner.supervisor import GROUP, LIMITS_NAME
+from runner.watchdog import Limits
 from runner.words import explain
 
 
@@ -65,15 +74,32 @@ class RunnerSupervisor(Supervisor):
 
     exit_status = EXIT_OK
 
-    def __init__(self, options: ServerOptions, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        options: ServerOptions,
+        out: TextIO = sys.stdout,
+        keep_awake_url: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
         super().__init__(options)
         self.out = out
         self.relay = LineRelay()
+        self.memory_guard = MemoryGuard(self, GROUP, limits, self.say) if limits else None
+        self.keep_awake = KeepAwake(keep_awake_url, self.say) if keep_awake_url else None
+        self.starts: dict[str, int] = {}  # spawns per program, for the status page
+
+    def say(self, text: str) -> None:
+        """One line of the runner's own, on stdout."""
+        _write(self.out, prefix("runner") + text + "\n")
 
     def runforever(self) -> None:
         # supervisord clears all subscriptions when it (re)starts, just before this loop.
         events.subscribe(events.ProcessLogEvent, self.on_output)
         events.subscribe(events.ProcessStateEvent, self.on_state)
+        if self.keep_awake is not None:
+            events.subscribe(events.Tick60Event, self.keep_awake.on_tick)
+        if self.memory_guard is not None:
+            events.subscribe(events.Tick5Event, self.memory_guard.on_tick)
         super().runforever()
 
     def on_output(self, event: events.ProcessLogEvent) -> None:
@@ -84,11 +110,19 @@ class RunnerSupervisor(Supervisor):
         if lines:
             _write(self.out, "".join(lines))
 
+    def record_start(self, name: str) -> None:
+        # supervisord keeps no count of spawns; `runner status` shows restarts from this.
+        self.starts[name] = self.starts.get(name, 0) + 1
+        with contextlib.suppress(OSError):
+            write_starts(Path(self.options.configfile).parent, self.starts)
+
     def on_state(self, event: events.ProcessStateEvent) -> None:
         group = event.process.group
         if group is None or group.config.name != GROUP:
             return
         name = event.process.config.name
+        if isinstance(event, events.ProcessStateStartingEvent):
+            self.record_start(name)
         if not isinstance(
             event, (events.ProcessStateStartingEvent, events.ProcessStateRunningEvent)
         ):
@@ -101,8 +135,19 @@ class RunnerSupervisor(Supervisor):
             self.options.mood = SupervisorStates.SHUTDOWN
 
 
+def read_limits(run_dir: Path) -> Limits | None:
+    """The memory limits runner.launch wrote beside the config (None: not enforced)."""
+    try:
+        return Limits.from_dict(json.loads((run_dir / LIMITS_NAME).read_text()))
+    except FileNotFoundError:
+        return None
+
+
 def main(argv: list[str]) -> int:
     conf = Path(argv[0])
+    # Validated by runner.launch before the exec; read again from the same environment.
+    keep_awake_url = load_settings(os.environ, Path.cwd()).keep_awake_url
+    limits = read_limits(conf.parent)
     first = True
     status = EXIT_OK
     while True:  # supervisord's own loop: SIGHUP reloads the configuration
@@ -110,7 +155,7 @@ def main(argv: list[str]) -> int:
         options.realize(["-c", str(conf)])
         options.first = first
         options.test = False
-        supervisor = RunnerSupervisor(options)
+        supervisor = RunnerSupervisor(options, keep_awake_url=keep_awake_url, limits=limits)
         try:
             supervisor.main()
         except asyncore.ExitNow:

@@ -14,6 +14,8 @@ from runner.plan import Plan, Program
 
 GROUP = "runner"
 SOCKET_NAME = "supervisor.sock"
+# The memory limits (runner.watchdog.Limits) for supervisord's process, beside the config.
+LIMITS_NAME = "memory-limits.json"
 
 
 def percent_escape(value: str) -> str:

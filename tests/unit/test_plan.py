@@ -55,26 +55,46 @@ def test_beat_without_worker_is_separate_and_says_so():
     assert any("RUN_WORKER is false" in note for note in plan.notes)
 
 
-def test_default_commands_match_the_seed_capacity():
-    """The default is the seed's capacity: 2 Gunicorn workers on $PORT, 2 Celery children."""
+def option(command: tuple[str, ...], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_default_commands_give_the_seed_capacity_in_fewer_processes():
+    """The seed's capacity (2 requests, 2 tasks, beat) on 512 MB: one Gunicorn worker with 2
+    threads on $PORT, a prefork pool of 2, beat embedded."""
     plan = plan_for({"PORT": "10000"})
     web = plan.program("web").command
     assert web[:4] == (sys.executable, "-m", "gunicorn", "runner.wsgi:application")
-    assert web[web.index("--bind") + 1] == "0.0.0.0:10000"
-    assert web[web.index("--workers") + 1] == "2"
+    assert option(web, "--bind") == "0.0.0.0:10000"
+    assert (option(web, "--worker-class"), option(web, "--workers"), option(web, "--threads")) == (
+        "gthread",
+        "1",
+        "2",
+    )
     assert "--preload" in web
     worker = plan.program("worker").command
-    assert "--concurrency=2" in worker and "--max-tasks-per-child=100" in worker
+    assert "--pool=prefork" in worker and "--concurrency=2" in worker
     assert "--without-gossip" in worker and "--without-mingle" in worker
+    assert plan.program("web").processes == 2 and plan.program("worker").processes == 4
 
 
-def test_overrides_set_concurrency():
-    """WEB_CONCURRENCY and CELERY_CONCURRENCY set the process counts."""
-    plan = plan_for({"WEB_CONCURRENCY": "3", "CELERY_CONCURRENCY": "4"})
+def test_overrides_are_capacity_not_processes():
+    """WEB_CONCURRENCY and CELERY_CONCURRENCY set concurrent requests and tasks."""
+    plan = plan_for({"WEB_CONCURRENCY": "6", "CELERY_CONCURRENCY": "4"})
     web = plan.program("web")
-    assert web.command[web.command.index("--workers") + 1] == "3"
-    assert web.processes == 4
+    assert (option(web.command, "--workers"), option(web.command, "--threads")) == ("2", "3")
+    assert web.processes == 3
     assert "--concurrency=4" in plan.program("worker").command
+
+
+def test_prefork_recycles_children_above_the_inherited_peak():
+    """With prefork, children are recycled by task count and by memory above the RSS a
+    child inherits from its parent (else every task would recycle it)."""
+    worker = plan_for({}).program("worker")
+    assert "--pool=prefork" in worker.command and worker.processes == 4
+    limit = next(a for a in worker.command if a.startswith("--max-memory-per-child="))
+    assert int(limit.split("=")[1]) > 80 * 1024
+    assert "--max-tasks-per-child=100" in worker.command
 
 
 def test_shutdown_fits_inside_the_grace():
