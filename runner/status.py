@@ -38,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from supervisor.xmlrpc import SupervisorTransport
 
+from runner.budget import read_container_limit, resolve_budget
 from runner.launch import read_manage_py
 from runner.memory import sample_tree
 from runner.plan import Plan, make_plan
@@ -515,4 +516,6 @@ def load_plan(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
     project = find_project(
         settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
     )
-    return settings, make_plan(settings, project)
+    # The same budget as runner.launch found: this machine's cgroup, or MEMORY_BUDGET_MB.
+    budget = resolve_budget(settings.memory_budget_mb, read_container_limit())
+    return settings, make_plan(settings, project, budget)
