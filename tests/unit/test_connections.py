@@ -26,7 +26,8 @@ CWD = Path("/srv/project")
 PROJECT = Project("app.settings", "manage.py", "app", "top package of app.settings")
 REDIS = {"REDIS_URL": "rediss://default:s3cret@redis.example:6380"}
 
-WEB_POOLS = PoolSizes(broker_pool_limit=1, result_max_connections=2, cache_max_connections=1)
+# The default web is one Gunicorn gthread worker of 2 threads (runner.memory_plan).
+WEB_POOLS = PoolSizes(broker_pool_limit=2, result_max_connections=2, cache_max_connections=2)
 WORKER_POOLS = PoolSizes(broker_pool_limit=1, result_max_connections=1, cache_max_connections=1)
 
 
@@ -50,7 +51,10 @@ def test_default_plan_fits_redis_clouds_thirty_connections():
         budget=30,
         groups=(
             ProcessGroup(
-                "web", "2 workers", 2, (("broker 1x2", 2), ("results 2", 2), ("cache 1", 1))
+                "web",
+                "1 worker of 2 threads",
+                1,
+                (("broker 2x2", 4), ("results 2x2", 4), ("cache 2", 2)),
             ),
             ProcessGroup("worker", "main", 1, (("consumer 4", 4), ("results 1", 1))),
             ProcessGroup(
@@ -61,7 +65,7 @@ def test_default_plan_fits_redis_clouds_thirty_connections():
         pools=(("web", WEB_POOLS), ("worker", WORKER_POOLS)),
     )
     assert connections.lines() == (
-        "web: 2 workers x (broker 1x2 + results 2 + cache 1) = 10",
+        "web: 1 worker of 2 threads (broker 2x2 + results 2x2 + cache 2) = 10",
         "worker: main (consumer 4 + results 1) = 5",
         "worker: 2 children x (broker 1x2 + results 1 + cache 1) = 8",
         "worker: beat embedded (broker 1x2) = 2",
@@ -74,9 +78,9 @@ def test_each_program_gets_its_pool_limits_in_its_environment():
     plan = plan_for(REDIS | {"BEAT_MODE": "separate"})
     expected = {
         "web": {
-            BROKER_POOL_LIMIT_VARIABLE: "1",
+            BROKER_POOL_LIMIT_VARIABLE: "2",
             RESULT_MAX_CONNECTIONS_VARIABLE: "2",
-            CACHE_MAX_CONNECTIONS_VARIABLE: "1",
+            CACHE_MAX_CONNECTIONS_VARIABLE: "2",
         },
         "worker": {
             BROKER_POOL_LIMIT_VARIABLE: "1",
@@ -110,7 +114,7 @@ def test_each_program_gets_its_pool_limits_in_its_environment():
     ],
 )
 def test_peak_follows_the_processes(environ, total):
-    """Each web worker adds 5, each pool child 4, the worker's main process 5, beat 2 or 3."""
+    """Each web thread adds 5, each pool child 4, the worker's main process 5, beat 2 or 3."""
     assert plan_for(environ).redis_connections.total == total
 
 
@@ -121,7 +125,7 @@ def test_budget_too_small_is_refused_with_the_minimum():
     (problem,) = caught.value.problems
     assert problem.variable == "REDIS_MAX_CONNECTIONS" and problem.value == "10"
     assert "at least 25" in problem.fix
-    assert "web: 2 workers; worker: main, 2 children, beat embedded" in problem.fix
+    assert "web: 1 worker of 2 threads; worker: main, 2 children, beat embedded" in problem.fix
 
 
 def test_budget_equal_to_the_peak_fits():
@@ -144,7 +148,7 @@ def test_only_what_is_on_redis_counts():
         | {"CELERY_BROKER_URL": "amqp://guest@rabbit:5672", "CELERY_RESULT_BACKEND": "django-db"}
     )
     assert plan.redis_connections.lines() == (
-        "web: 2 workers x (cache 1) = 2",
+        "web: 1 worker of 2 threads (cache 2) = 2",
         "worker: 2 children x (cache 1) = 2",
         "total at peak 4 <= REDIS_MAX_CONNECTIONS 30 (26 spare)",
     )
@@ -206,4 +210,4 @@ def test_with_environment_leaves_programs_without_limits_alone():
     other = FakeProgram("flower", ("celery", "flower"))
     assert connections.with_environment(other) is other
     web = connections.with_environment(FakeProgram("web", ("gunicorn",), (("A", "1"),)))
-    assert web.environment == (("A", "1"), *WEB_POOLS.environment())
+    assert web.environment == (("A", "1"), *PoolSizes(1, 2, 1).environment())
