@@ -87,8 +87,13 @@ def worker(tmp_path: Path) -> Iterator[tuple[ProcessHandle, Celery]]:
 def test_children_and_beat_carry_names(worker):
     """Pool children are named celery-child and the embedded beat celery-beat."""
     handle, _client = worker
-    names = sorted(live_children(handle.pid).values())
-    assert names == sorted([CELERY_BEAT_NAME, CELERY_CHILD_NAME, CELERY_CHILD_NAME])
+    expected = sorted([CELERY_BEAT_NAME, CELERY_CHILD_NAME, CELERY_CHILD_NAME])
+    # Beat is forked after the pool and names itself once it runs: poll, do not race it.
+    wait_for(
+        lambda: sorted(live_children(handle.pid).values()) == expected,
+        START_TIMEOUT,
+        message=lambda: f"children named {sorted(live_children(handle.pid).values())}",
+    )
 
 
 def test_retired_child_finishes_its_task_then_is_replaced(worker):
