@@ -143,6 +143,13 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
         f"broker {plan.broker}"
     )
     prepare_data_dir(settings, plan)
+    if plan.memory is not None:
+        budget = plan.memory.budget
+        shares = ", ".join(f"{name} {mb} MB" for name, mb in plan.shares_mb.items())
+        say(
+            f"memory: {budget.total_mb} MB budget ({budget.source}); shares {shares} "
+            "(python -m runner plan)"
+        )
     if plan.redis_connections is not None:
         say(
             f"Redis connections at peak: up to {plan.redis_connections.total} of "
