@@ -34,6 +34,7 @@ from tests.support.runner import (
     REPO_ROOT,
     build_runner_env,
     run_client,
+    speed_up_heartbeat,
     start_runner,
     wait_http_ok,
 )
@@ -71,19 +72,6 @@ class Service:
 def client(env: dict[str, str], code: str) -> object:
     """Run ``code`` in a separate client process with ``env``; decode the JSON it prints."""
     return json.loads(run_client(env, code, CLIENT_TIMEOUT).splitlines()[-1])
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        check=True,
-    )
-    return result.stdout + result.stderr
 
 
 def runner_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -133,15 +121,7 @@ def seed_service(
     tmp = tmp_path_factory.mktemp("seed-tls")
     with RedisServer(tmp / "redis", password=make_password(), tls=tls_material) as server:
         env = seed_env(tmp, server)
-        manage(env, "migrate", "--noinput")
-        manage(
-            env,
-            "shell",
-            "-c",
-            "from django_celery_beat.models import PeriodicTask; "
-            "task = PeriodicTask.objects.get(name='heartbeat'); "
-            f"task.interval.every = {HEARTBEAT_EVERY_SECONDS}; task.interval.save()",
-        )
+        speed_up_heartbeat(env, HEARTBEAT_EVERY_SECONDS)
         arranged = client(env, QUEUE_THEN_CLEAR)
         queue_length = server.client().llen("celery")
         with start_runner(env, tmp) as runner:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
-from tests.support.runner import REPO_ROOT, run_client, start_runner, wait_http_ok
+from tests.support.runner import (
+    run_client,
+    speed_up_heartbeat,
+    start_runner,
+    wait_http_ok,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,30 +39,6 @@ def send_add_task(env: dict[str, str]) -> str:
         f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
     )
     return run_client(env, code, TASK_TIMEOUT + 30)
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
-def speed_up_heartbeat(env: dict[str, str], seconds: int = 2) -> None:
-    """Migrate, then make the seeded heartbeat schedule fire every ``seconds``."""
-    manage(env, "migrate", "--noinput")
-    manage(
-        env,
-        "shell",
-        "-c",
-        "from django_celery_beat.models import PeriodicTask; "
-        "task = PeriodicTask.objects.get(name='heartbeat'); "
-        f"task.interval.every = {seconds}; task.interval.save()",
-    )
 
 
 def heartbeat_count(env: dict[str, str]) -> int:

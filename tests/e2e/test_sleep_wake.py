@@ -7,15 +7,13 @@ from __future__ import annotations
 import itertools
 import signal
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import wait_for
-from tests.support.runner import REPO_ROOT, start_runner
+from tests.support.runner import manage, start_runner
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +24,6 @@ MISSED_SLOTS = 10
 RUNS_WATCHED = 3
 # Beat's ticks and the worker add a little jitter to each run's time.
 JITTER_SECONDS = 1.5
-
-
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def heartbeat_times(env: dict[str, str]) -> list[datetime]:

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from tests.support.processes import start_process, wait_for
-from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -36,28 +36,9 @@ SCREENSHOT = ARTIFACTS / "status-page.png"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def manage(env: dict[str, str], *args: str) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 def prepare_database(env: dict[str, str]) -> None:
     """Migrate, a heartbeat every 2 s (so beat shows a recent run), and a staff user."""
-    manage(env, "migrate", "--noinput")
-    manage(
-        env,
-        "shell",
-        "-c",
-        "from django_celery_beat.models import PeriodicTask; "
-        "task = PeriodicTask.objects.get(name='heartbeat'); "
-        "task.interval.every = 2; task.interval.save()",
-    )
+    speed_up_heartbeat(env, 2)
     manage(
         {**env, "DJANGO_SUPERUSER_PASSWORD": STAFF_PASSWORD},
         "createsuperuser",

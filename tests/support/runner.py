@@ -117,3 +117,31 @@ def run_client(env: Mapping[str, str], code: str, timeout: float) -> str:
     if result.returncode != 0:
         raise AssertionError(f"client exited with {result.returncode}:\n{tail(result.stderr)}")
     return result.stdout.strip()
+
+
+def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
+    """Run ``python manage.py *args`` in ``cwd`` (the demo by default); fail if it fails."""
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=cwd,
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def speed_up_heartbeat(env: Mapping[str, str], seconds: float = 2) -> None:
+    """Migrate the demo's database, then make its seeded heartbeat schedule fire every
+    ``seconds`` (the migration seeds 60 s, too slow for a test)."""
+    manage(env, "migrate", "--noinput")
+    manage(
+        env,
+        "shell",
+        "-c",
+        "from django_celery_beat.models import PeriodicTask; "
+        "task = PeriodicTask.objects.get(name='heartbeat'); "
+        f"task.interval.every = {seconds}; task.interval.save()",
+    )
