@@ -1,0 +1,275 @@
+"""More bad days: Redis restarting under the runner, and SIGKILL of each single process.
+
+Each test states what the runner promises and breaks something real to check it. A
+background thread keeps asking /healthz during the fault and counts the failures.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.runner import run_client, start_runner, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 60  # a cold start imports Django and Celery in several processes
+TASK_TIMEOUT = 30
+STOP_TIMEOUT = 30
+PROBE_TIMEOUT = 2.0
+"""Seconds one /healthz request of the probe may take before it counts as a failure."""
+PROBE_PAUSE = 0.05
+"""Seconds between two requests of the probe (pacing, not synchronisation)."""
+SLOW_TASK_SECONDS = 3
+CELERY_CHILDREN = 2  # the default prefork concurrency (runner.plan)
+
+
+def health_url(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['PORT']}/healthz"
+
+
+@dataclass
+class HealthProbe:
+    """A thread that GETs /healthz over and over and records when requests failed."""
+
+    url: str
+    successes: int = 0
+    failures: list[tuple[float, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> HealthProbe:
+        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(PROBE_TIMEOUT + 5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                response = requests.get(self.url, timeout=PROBE_TIMEOUT)
+            except requests.RequestException as error:
+                self.failures.append((time.monotonic(), repr(error)))
+            else:
+                if response.status_code == 200:
+                    self.successes += 1
+                else:
+                    self.failures.append((time.monotonic(), f"status {response.status_code}"))
+            self._stop.wait(PROBE_PAUSE)
+
+
+def send_add_task(env: dict[str, str]) -> str:
+    """Send app.tasks.add(2, 3) from a separate client process and return what it printed."""
+    code = (
+        "from app.celery import app; "
+        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
+    )
+    return run_client(env, code, TASK_TIMEOUT + 30)
+
+
+def stop_and_check(runner: ProcessHandle) -> None:
+    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
+    tree = runner.tree()
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+    assert_no_survivors(tree, timeout=10)
+
+
+def program(runner: ProcessHandle, *words: str) -> psutil.Process | None:
+    """The supervised child of the runner whose command line contains all ``words``."""
+    for child in psutil.Process(runner.pid).children():
+        try:
+            command = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if all(any(word in part for part in command) for word in words):
+            return child
+    return None
+
+
+def web_master(runner: ProcessHandle) -> psutil.Process | None:
+    return program(runner, "gunicorn")
+
+
+def web_worker(runner: ProcessHandle) -> psutil.Process | None:
+    master = web_master(runner)
+    children = master.children() if master is not None else []
+    return children[0] if children else None
+
+
+def worker_main(runner: ProcessHandle) -> psutil.Process | None:
+    return program(runner, "runner.celery_entry", "worker")
+
+
+def beat(runner: ProcessHandle) -> psutil.Process | None:
+    return program(runner, "runner.celery_entry", "beat")
+
+
+def pool_children(runner: ProcessHandle) -> list[psutil.Process]:
+    main = worker_main(runner)
+    if main is None:
+        return []
+    found = []
+    for child in main.children():
+        try:
+            if child.name() == "celery-child":
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def start_slow_task(env: dict[str, str]) -> tuple[str, int]:
+    """Send app.tasks.slow and wait until it runs; return its id and the PID running it."""
+    code = (
+        "import time\n"
+        "from app.celery import app\n"
+        f"result = app.send_task('app.tasks.slow', ({SLOW_TASK_SECONDS},))\n"
+        f"deadline = time.monotonic() + {TASK_TIMEOUT}\n"
+        "while result.state != 'STARTED' and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print(result.id, result.info['pid'])\n"
+    )
+    task_id, pid = run_client(env, code, TASK_TIMEOUT + 30).split()
+    return task_id, int(pid)
+
+
+def task_result(env: dict[str, str], task_id: str) -> str:
+    """Wait for the result of task ``task_id`` from a client process and return it."""
+    code = (
+        f"from app.celery import app; "
+        f"print(app.AsyncResult('{task_id}').get(timeout={TASK_TIMEOUT}))"
+    )
+    return run_client(env, code, TASK_TIMEOUT + 30)
+
+
+def test_redis_restart_worker_reconnects_and_web_keeps_answering(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """When a non-persistent Redis restarts, /healthz never fails, the worker reconnects by
+    itself and every task sent after the restart completes; tasks queued, running or with
+    results at the restart are NOT promised, since that Redis comes back empty."""
+    runner_env |= {"REDIS_URL": redis_plain.url(), "RUN_BEAT": "false"}
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
+        assert send_add_task(runner_env) == "5"
+        worker_before = worker_main(runner)
+        with HealthProbe(health_url(runner_env)) as probe:
+            run_client(
+                runner_env,
+                "from app.celery import app; "
+                f"[app.send_task('app.tasks.slow', ({SLOW_TASK_SECONDS},)) for _ in range(4)]",
+                30,
+            )
+            redis_plain.restart()
+            code = (
+                "from app.celery import app; "
+                "results = [app.send_task('app.tasks.add', (i, i)) for i in range(5)]; "
+                f"print(sum(r.get(timeout={TASK_TIMEOUT}) for r in results))"
+            )
+            assert run_client(runner_env, code, TASK_TIMEOUT + 30) == str(
+                sum(2 * i for i in range(5))
+            )
+        assert probe.failures == []
+        assert probe.successes > 0
+        # Reconnected by itself: the same worker process, not a restart by supervisord.
+        assert worker_main(runner) == worker_before
+        stop_and_check(runner)
+
+
+@dataclass(frozen=True)
+class KillCase:
+    """One process to SIGKILL: how to find it, and what the test may expect around it."""
+
+    find: Callable[[ProcessHandle], psutil.Process | None]
+    environment: tuple[tuple[str, str], ...] = (("RUN_BEAT", "false"),)
+    # Failed /healthz requests allowed while it comes back (the web's own processes only).
+    web_failures_allowed: bool = False
+    # Kill the pool child that runs a slow task, and check that task still completes.
+    task_in_flight: bool = False
+    # Run against a test-private Redis (REDIS_URL) instead of the local default.
+    redis: bool = False
+
+
+def first_pool_child(runner: ProcessHandle) -> psutil.Process | None:
+    children = pool_children(runner)
+    return children[0] if children else None
+
+
+KILL_CASES = {
+    "gunicorn-worker": KillCase(web_worker, web_failures_allowed=True),
+    "gunicorn-master": KillCase(web_master, web_failures_allowed=True),
+    "celery-child": KillCase(first_pool_child, task_in_flight=True),
+    "celery-main": KillCase(worker_main),
+    "celery-main-redis": KillCase(worker_main, redis=True),
+    "beat-separate": KillCase(beat, environment=(("BEAT_MODE", "separate"),)),
+}
+
+
+def replaced(
+    runner: ProcessHandle, case: KillCase, victim: psutil.Process
+) -> psutil.Process | None:
+    """The victim's replacement once it is there (for a pool child: the pool is full again)."""
+    if case.task_in_flight:
+        children = pool_children(runner)
+        full = len(children) == CELERY_CHILDREN and victim.pid not in {c.pid for c in children}
+        return children[0] if full else None
+    found = case.find(runner)
+    return found if found is not None and found.pid != victim.pid else None
+
+
+@pytest.mark.parametrize("case", KILL_CASES.values(), ids=KILL_CASES.keys())
+def test_a_sigkilled_process_comes_back(
+    runner_env, tmp_path: Path, case: KillCase, request: pytest.FixtureRequest
+):
+    """A SIGKILLed process is replaced (new PID), the web answers and a task runs again;
+    a killed Gunicorn process may fail only requests made before the web is back, a killed
+    Celery or beat process fails none, and a task running on a killed pool child is
+    re-delivered and completes (one held by a killed Celery main process is not promised)."""
+    runner_env |= dict(case.environment)
+    if case.redis:
+        runner_env["REDIS_URL"] = request.getfixturevalue("redis_plain").url()
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
+        assert send_add_task(runner_env) == "5"
+        victim = wait_for(lambda: case.find(runner), START_TIMEOUT, message="victim not found")
+        with HealthProbe(health_url(runner_env)) as probe:
+            task_id = None
+            if case.task_in_flight:
+                task_id, pid = start_slow_task(runner_env)
+                victim = psutil.Process(pid)
+            victim.kill()
+            replacement = wait_for(
+                lambda: replaced(runner, case, victim),
+                START_TIMEOUT,
+                message=lambda: (
+                    f"pid {victim.pid} not replaced; output:\n{runner.output()[-3000:]}"
+                ),
+            )
+            wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
+            back_at = time.monotonic()
+            assert send_add_task(runner_env) == "5"
+            if task_id is not None:
+                assert float(task_result(runner_env, task_id)) == SLOW_TASK_SECONDS
+        assert replacement.is_running()
+        if case.web_failures_allowed:
+            assert [f for f in probe.failures if f[0] > back_at] == []
+        else:
+            assert probe.failures == []
+        assert probe.successes > 0
+        stop_and_check(runner)
