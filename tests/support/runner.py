@@ -39,6 +39,9 @@ def build_runner_env(environ: Mapping[str, str], tmp_path: Path, port: int) -> d
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "RUNNER_DATA_DIR": str(tmp_path / "data"),
         "PORT": str(port),
+        # The runner's private run directory (tempfile.mkdtemp) then lands in the test's
+        # tmp dir too, so a runner killed by the test leaves nothing in /tmp.
+        "TMPDIR": str(tmp_path),
     }
     return env
 

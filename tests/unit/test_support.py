@@ -311,6 +311,7 @@ def test_build_runner_env_drops_host_runner_variables(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
         "RUNNER_DATA_DIR": f"{tmp_path}/data",
         "PORT": "8123",
+        "TMPDIR": str(tmp_path),
     }
 
 
