@@ -83,7 +83,7 @@ class RedisSettings:
 
 
 def mask_url(url: str | None) -> str | None:
-    """``rediss://default:secret@host:6379`` -> ``rediss://default:***@host:6379``."""
+    """``rediss://default:<password>@host:6379`` -> ``rediss://default:***@host:6379``."""
     if not url:
         return url
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,8 +27,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
-from tests.support.runner import REPO_ROOT, start_runner, wait_http_ok
+from tests.support.processes import wait_for
+from tests.support.runner import REPO_ROOT, start_runner, stop_and_check, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -111,15 +110,6 @@ def payout_runs(env: dict[str, str]) -> int:
     database = env["DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(database, timeout=10) as connection:
         return connection.execute("SELECT COUNT(*) FROM payments_payoutrun").fetchone()[0]
-
-
-def stop_and_check(runner: ProcessHandle) -> None:
-    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
-    tree = runner.tree()
-    assert len(tree) >= 3, [p.cmdline() for p in tree]
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
-    assert_no_survivors(tree, timeout=10)
 
 
 def package_files(package: Path) -> set[str]:

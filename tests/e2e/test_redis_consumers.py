@@ -17,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from runner.connections import redis_connections
 from tests.conftest import make_password
-from tests.support.certs import TlsMaterial
+from tests.support.certs import TlsMaterial, make_tls_material
 from tests.support.processes import tail
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env
@@ -127,21 +126,7 @@ def probe_env(base: dict[str, str], **variables: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def narrow_tls(tmp_path_factory: pytest.TempPathFactory) -> TlsMaterial:
     """TLS material whose server certificate is valid for CERTIFIED_NAME only."""
-    directory = tmp_path_factory.mktemp("narrow-tls")
-    ca = trustme.CA()
-    server = ca.issue_cert(CERTIFIED_NAME)
-    material = TlsMaterial(
-        ca_pem=directory / "ca.pem",
-        server_cert_pem=directory / "server-cert.pem",
-        server_key_pem=directory / "server-key.pem",
-        other_ca_pem=directory / "other-ca.pem",
-        ca_pem_text=ca.cert_pem.bytes().decode("ascii"),
-    )
-    ca.cert_pem.write_to_path(material.ca_pem)
-    material.server_cert_pem.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(material.server_key_pem)
-    trustme.CA().cert_pem.write_to_path(material.other_ca_pem)
-    return material
+    return make_tls_material(tmp_path_factory.mktemp("narrow-tls"), (CERTIFIED_NAME,))
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,18 @@ sockets: HTTP for the web, a separate client process for tasks, signals for shut
 from __future__ import annotations
 
 import re
-import signal
 import sqlite3
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.processes import ProcessHandle, wait_for
 from tests.support.runner import (
     run_client,
     speed_up_heartbeat,
     start_runner,
+    stop_and_check,
     wait_http_ok,
 )
 
@@ -45,15 +45,6 @@ def heartbeat_count(env: dict[str, str]) -> int:
     database = env["DATABASE_URL"].removeprefix("sqlite:///")
     with sqlite3.connect(database, timeout=10) as connection:
         return connection.execute("SELECT COUNT(*) FROM app_heartbeat").fetchone()[0]
-
-
-def stop_and_check(runner: ProcessHandle) -> None:
-    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
-    tree = runner.tree()
-    assert len(tree) >= 3, [p.cmdline() for p in tree]
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
-    assert_no_survivors(tree, timeout=10)
 
 
 def worker_main(runner: ProcessHandle) -> psutil.Process:

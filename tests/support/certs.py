@@ -20,7 +20,9 @@ class TlsMaterial:
     ca_pem_text: str
 
 
-def make_tls_material(tmp_dir: Path) -> TlsMaterial:
+def make_tls_material(
+    tmp_dir: Path, identities: tuple[str, ...] = SERVER_IDENTITIES
+) -> TlsMaterial:
     """Write a CA, a server cert and key for localhost/127.0.0.1 and an unrelated CA to ``tmp_dir``.
 
     ``other_ca_pem`` did not sign the server certificate: a client that trusts only
@@ -28,7 +30,7 @@ def make_tls_material(tmp_dir: Path) -> TlsMaterial:
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA()
-    server = ca.issue_cert(*SERVER_IDENTITIES)
+    server = ca.issue_cert(*identities)
     material = TlsMaterial(
         ca_pem=tmp_dir / "ca.pem",
         server_cert_pem=tmp_dir / "server-cert.pem",

@@ -1,5 +1,6 @@
 """Launch the real runner (``python -m runner``) with an environment the host cannot leak into."""
 
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -148,3 +149,18 @@ def speed_up_heartbeat(env: Mapping[str, str], seconds: float = 2) -> None:
         "task = PeriodicTask.objects.get(name='heartbeat'); "
         f"task.interval.every = {seconds}; task.interval.save()",
     )
+
+
+STOP_TIMEOUT = 30.0
+"""Seconds SIGTERM may take: the grace plus supervisord's own exit, as Render allows."""
+
+
+def stop_and_check(runner: ProcessHandle) -> None:
+    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
+    from tests.support.processes import assert_no_survivors
+
+    tree = runner.tree()
+    assert len(tree) >= 3, [p.cmdline() for p in tree]
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+    assert_no_survivors(tree, timeout=10)
