@@ -62,6 +62,10 @@ def local_paths(data_dir: Path) -> dict[str, Path]:
 
 
 def _local(data_dir: Path) -> dict[str, object]:
+    from runner.local_store import install
+
+    # The same URLs, written atomically: a full disk is a clear error, not a stuck worker.
+    install()
     paths = local_paths(data_dir)
     return {
         "CELERY_BROKER_URL": "filesystem://",

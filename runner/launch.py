@@ -6,8 +6,11 @@ that touches the file system, starts a process and replaces itself with supervis
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +20,7 @@ from typing import NoReturn, TextIO
 
 from runner.budget import read_container_limit, resolve_budget
 from runner.discover import discover
+from runner.disk import data_dir_problem, free_space_problem, migrate_failure
 from runner.django import local_paths
 from runner.errors import PreflightError, StartError
 from runner.logrelay import prefix
@@ -30,6 +34,8 @@ from runner.supervisor import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
 from runner.watchdog import Limits
 
 CONF_NAME = "supervisord.conf"
+# Lines of migrate's output kept to explain its failure (its traceback ends there).
+MIGRATE_TAIL_LINES = 40
 
 
 def say(text: str, out: TextIO = sys.stdout) -> None:
@@ -66,21 +72,30 @@ def child_environment(environ: Mapping[str, str], settings: Settings, plan: Plan
 
 
 def prepare_data_dir(settings: Settings, plan: Plan) -> None:
-    """Create the local default's folders, or explain why they cannot be written."""
+    """Create the local default's folders, or explain why they cannot be written.
+
+    Read-only, full, or too full for the local default's queue and results: one line with
+    the path and the fix, before anything starts (``runner.disk``).
+    """
     folders = [settings.data_dir]
     if plan.local_default:
         folders += list(local_paths(settings.data_dir).values())
+    probe = settings.data_dir / ".write-test"
     try:
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
-        probe = settings.data_dir / ".write-test"
+        if plan.local_default:
+            # Before the probe: on a nearly full disk the probe's few bytes still fit.
+            problem = free_space_problem(settings.data_dir, shutil.disk_usage(folders[0]).free)
+            if problem:
+                raise PreflightError(problem)
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
-        raise PreflightError(
-            f"RUNNER_DATA_DIR: cannot write to {settings.data_dir} ({error.strerror}); "
-            "run from a writable directory or set RUNNER_DATA_DIR to one"
-        ) from error
+        # A full disk fails the write after the file was created: leave nothing behind.
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise PreflightError(data_dir_problem(settings.data_dir, error)) from error
 
 
 def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
@@ -97,14 +112,32 @@ def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
         text=True,
         errors="replace",
     )
+    tail: collections.deque[str] = collections.deque(maxlen=MIGRATE_TAIL_LINES)
     for line in process.stdout or ():
         sys.stdout.write(prefix("migrate") + line)
         sys.stdout.flush()
+        tail.append(line)
     if process.wait() != 0:
         raise StartError(
-            f"migrations failed (exit status {process.returncode}, see the migrate lines "
+            migrate_failure("".join(tail), sqlite_file())
+            or f"migrations failed (exit status {process.returncode}, see the migrate lines "
             "above); fix them, or set RUN_MIGRATIONS=false to start without migrating"
         )
+
+
+def sqlite_file() -> str | None:
+    """The project's SQLite file, if its settings are loaded here already (``discover``)."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return None  # a web-only start imports nothing of the project (runner.discover)
+        database = settings.DATABASES.get("default", {})
+    except Exception:  # only a better message is at stake: never fail the error itself
+        return None
+    if "sqlite3" not in str(database.get("ENGINE", "")):
+        return None
+    return str(database.get("NAME") or "") or None
 
 
 def write_config(plan: Plan) -> Path:
