@@ -28,6 +28,8 @@ and measured with ``CLIENT LIST`` (tests/e2e/test_redis_tls.py):
   The main process also records results of tasks whose child died or was killed at the
   time limit: one result connection.
 - The Django cache opens a connection per concurrent cache call: one per thread.
+- Beat in Redis mode holds one more, its leader lock's (``runner.beat_leader``), whether
+  it leads or waits.
 
 Pool limits are exactly these needs (a Gunicorn sync worker or a pool child runs one thing
 at a time, so a larger pool would never be used). A limit that is reached makes the
@@ -44,6 +46,7 @@ from typing import Protocol, TypeVar
 
 from runner.errors import ConfigError, Problem
 from runner.redis import REDIS_SCHEMES, RedisSettings
+from runner.settings import BEAT_LEADER_SCHEDULER
 
 # Variables through which each program's processes receive their pool limits.
 BROKER_POOL_LIMIT_VARIABLE = "RUNNER_REDIS_BROKER_POOL_LIMIT"
@@ -64,6 +67,8 @@ RESULTS_PER_SENDING_THREAD = 2
 RESULTS_PER_TASK_THREAD = 1
 # The worker's main process records failures of children that died or hit the time limit.
 RESULTS_FOR_WORKER_MAIN = 1
+# The beat leader lock's client (runner.beat_leader), leader or standby.
+LEADER_LOCK_CONNECTIONS = 1
 
 # Celery's pools whose tasks run in the worker's main process, in threads or inline.
 THREAD_POOLS = ("threads", "eventlet", "gevent")
@@ -277,7 +282,7 @@ def _worker(program: ProgramLike, uses: _Uses) -> tuple[PoolSizes, list[ProcessG
             ProcessGroup(program.name, label, concurrency, children),
         ]
     if _has(command, "--beat", "-B"):
-        groups.append(_embedded_beat(program.name, uses))
+        groups.append(_with_leader_lock(_embedded_beat(program.name, uses), command))
     return pools, groups
 
 
@@ -285,7 +290,16 @@ def _beat(program: ProgramLike, uses: _Uses) -> tuple[PoolSizes, list[ProcessGro
     # A beat of its own subscribes to the results of what it sends, like any sender.
     pools = PoolSizes(1, 1, 1)
     parts = _client_parts(pools, _Uses(uses.broker, uses.results, False), 1, 1)
-    return pools, [ProcessGroup(program.name, "1 process", 1, parts)]
+    group = ProcessGroup(program.name, "1 process", 1, parts)
+    return pools, [_with_leader_lock(group, program.command)]
+
+
+def _with_leader_lock(group: ProcessGroup, command: Sequence[str]) -> ProcessGroup:
+    """A beat that sends from one instance only holds its lock's connection too."""
+    if _option(command, "--scheduler", "-S") != BEAT_LEADER_SCHEDULER:
+        return group
+    lock = (f"leader lock {LEADER_LOCK_CONNECTIONS}", LEADER_LOCK_CONNECTIONS)
+    return dataclasses.replace(group, parts=(*group.parts, lock))
 
 
 _PROGRAMS = {"web": _web, "worker": _worker, "beat": _beat}

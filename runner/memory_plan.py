@@ -9,12 +9,15 @@ Choices, from bench/process_costs.py on the demo (see the README's *Memory* sect
 - web: one Gunicorn process with threads (gthread) serves the same number of concurrent
   requests as that many sync workers for one process's memory: each forked worker un-shares
   ~23 MB of the preloaded master as it serves pages;
-- worker: the prefork pool (a main process plus one child per task slot), whatever the
-  budget. The threads pool (one process) saves ~30 MB, but a task still running when the
-  shutdown grace ends cannot be cancelled: the worker is killed with the message
-  unacknowledged (lost with the local broker, re-delivered only after the visibility
-  timeout with Redis), and it has no per-child recycling nor hard time limits. It stays a
-  choice (``CELERY_POOL=threads``), not the default;
+- worker: below ``PREFORK_FROM_MB`` of budget, the threads pool: one process, ~25 MB less
+  than a prefork main and its children, which is what brings the 512 MB layout under 0.6
+  of the seed's three services. A running thread cannot be cancelled, so at the end of the
+  shutdown grace ``runner.celery_entry`` hands the unfinished tasks back to the broker and
+  exits; the watchdog restarts the whole worker gracefully instead of one child. From
+  ``PREFORK_FROM_MB`` on, memory is less scarce than what prefork adds: a child per task
+  slot, recycled by task count and memory, Celery's hard time limits, and a task that
+  crashes its process (segfault, kernel OOM kill) takes only that child down, its message
+  re-queued by the main process. ``CELERY_POOL`` overrides either way;
 - beat: embedded in the worker (forked after its imports, ~20 MB) instead of its own
   interpreter (~65 MB).
 """
@@ -45,6 +48,8 @@ MAX_THREADS_PER_WEB_WORKER = 4
 # Celery's --max-memory-per-child compares: a limit below it would recycle the child after
 # every task. Measured ~71 MB for the demo; the limit is this plus the child's own share.
 PREFORK_INHERITED_RSS_MB = 80
+# From this budget on, CELERY_POOL=auto means prefork; below it, threads.
+PREFORK_FROM_MB = 1024
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ def web_shape(capacity: int) -> WebShape:
     return WebShape(workers, math.ceil(capacity / workers))
 
 
-def choose_pool(asked: str) -> str:
-    """``auto`` is prefork: a task must survive a shutdown (see the module docstring)."""
-    return "prefork" if asked == "auto" else asked
+def choose_pool(asked: str, budget_mb: int) -> str:
+    """``auto``: threads below PREFORK_FROM_MB of budget, prefork from it (module docstring)."""
+    if asked != "auto":
+        return asked
+    return "threads" if budget_mb < PREFORK_FROM_MB else "prefork"
 
 
 def _web_floor(shape: WebShape) -> tuple[int, str]:
@@ -95,11 +102,11 @@ def _web_floor(shape: WebShape) -> tuple[int, str]:
 
 def _worker_floor(pool: str, concurrency: int, embed_beat: bool) -> tuple[int, str]:
     if pool == "prefork":
-        main, each, unit = CELERY_PREFORK_MAIN, CELERY_PREFORK_CHILD, "child"
+        main, each, unit = CELERY_PREFORK_MAIN, CELERY_PREFORK_CHILD, "prefork child"
     else:
-        main, each, unit = CELERY_THREADS_MAIN, CELERY_THREADS_THREAD, "thread"
+        main, each, unit = CELERY_THREADS_MAIN, CELERY_THREADS_THREAD, "pool thread"
     total = main.working_mb + concurrency * each.working_mb
-    text = f"main {main.working_mb} + {concurrency} x {each.working_mb} ({pool} {unit})"
+    text = f"main {main.working_mb} + {concurrency} x {each.working_mb} ({unit})"
     if embed_beat:
         total += BEAT_EMBEDDED.working_mb
         text += f" + beat {BEAT_EMBEDDED.working_mb}"
@@ -136,7 +143,7 @@ def plan_memory(
         web = web_shape(web_capacity)
         floor["web"], text = _web_floor(web)
         lines.append(f"web {floor['web']} MB = {text}")
-    worker_pool = choose_pool(pool)
+    worker_pool = choose_pool(pool, budget.total_mb)
     if worker_capacity is not None:
         floor["worker"], text = _worker_floor(worker_pool, worker_capacity, beat == "embedded")
         lines.append(f"worker {floor['worker']} MB = {text}")

@@ -13,8 +13,8 @@ from runner.budget import Budget, resolve_budget
 from runner.connections import RedisConnections, budget_for
 from runner.memory_plan import MemoryPlan, WebShape, WorkerShape, plan_memory
 from runner.project import Project, celery_notes
-from runner.redis import mask_url
-from runner.settings import KEEP_AWAKE_MINUTES, Settings
+from runner.redis import broker_redis_url, mask_url
+from runner.settings import BEAT_LEADER_SCHEDULER, KEEP_AWAKE_MINUTES, Settings
 
 # Small defaults that fit a 512 MB instance (the seed's own flags: 2 web workers, 2 tasks).
 DEFAULT_WEB_CONCURRENCY = 2
@@ -34,6 +34,12 @@ START_RETRIES = 2
 # the worker get the grace minus this margin to finish what they are doing, so that the
 # cold shutdown (requeueing unfinished tasks) still fits inside the grace.
 STOP_MARGIN_SECONDS = 5
+
+# With the web in the same instance, the worker and beat run at this niceness: on a small
+# CPU share (Render free: 0.1 CPU) a CPU-heavy task then slows pages down far less, and the
+# tasks get the CPU whenever the web is idle (bench/compare.py measures it).
+BACKGROUND_NICENESS = 10
+NICENESS_VARIABLE = "RUNNER_NICENESS"
 
 HEALTH_PATH = "/healthz"
 WSGI_ENTRY = "runner.wsgi:application"
@@ -156,7 +162,8 @@ def _worker(
         )
     if embed_beat:
         command += ("--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}")
-    environment = (("RUNNER_WARM_SHUTDOWN_SECONDS", str(grace)),)
+        command += _beat_scheduler(settings)
+    environment = (("RUNNER_WARM_SHUTDOWN_SECONDS", str(grace)), *_background(settings))
     return Program(
         "worker",
         command,
@@ -175,8 +182,28 @@ def _beat(settings: Settings, project: Project) -> Program:
         "beat",
         f"--loglevel={settings.log_level.upper()}",
         f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+        *_beat_scheduler(settings),
     )
-    return Program("beat", command, processes=1, stop_wait_seconds=settings.shutdown_grace)
+    return Program(
+        "beat",
+        command,
+        processes=1,
+        environment=_background(settings),
+        stop_wait_seconds=settings.shutdown_grace,
+    )
+
+
+def _beat_scheduler(settings: Settings) -> tuple[str, ...]:
+    """With Redis, beat sends from one instance only (runner.beat_leader); without it the
+    service is one instance by definition and keeps the project's scheduler as it is."""
+    if broker_redis_url(settings.redis) is None:
+        return ()
+    return (f"--scheduler={BEAT_LEADER_SCHEDULER}",)
+
+
+def _background(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The lower CPU priority of the worker and beat, when they share the instance with web."""
+    return ((NICENESS_VARIABLE, str(BACKGROUND_NICENESS)),) if settings.run_web else ()
 
 
 def make_plan(settings: Settings, project: Project, budget: Budget | None = None) -> Plan:

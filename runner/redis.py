@@ -269,3 +269,15 @@ def redis_backend_use_ssl(tls: TLSOptions) -> dict[str, object]:
 def client_kwargs(settings: RedisSettings, url: str) -> dict[str, object]:
     """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)`` honouring our TLS choice."""
     return redis_py_ssl_kwargs(settings.tls) if url.startswith("rediss://") else {}
+
+
+def broker_redis_url(settings: RedisSettings) -> str | None:
+    """The broker's URL when the broker is Redis, else REDIS_URL; None without Redis.
+
+    Where the beat leader lock lives (runner.beat_leader): every instance of a scaled
+    service shares its broker.
+    """
+    for url in (settings.broker_url, settings.url):
+        if url and url.startswith(("redis://", "rediss://")):
+            return url
+    return None

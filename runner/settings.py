@@ -34,6 +34,17 @@ MIN_STATUS_TOKEN_LENGTH = 16
 # Render's free instance sleeps after 15 minutes without inbound requests; a request every
 # 10 minutes keeps it awake even if one is lost.
 KEEP_AWAKE_MINUTES = 10
+# The beat leader lock (runner.beat_leader): a crashed leader is replaced once it expires.
+# 60 s: a periodic task at most 80 s late after a crash (rare), for 3 renewals a minute
+# (one EVALSHA each) in every instance with Redis, scaled or not. Below 5 s a renewal
+# (every third of it) would race Redis's own latency.
+BEAT_LEADER_LOCK_VARIABLE = "BEAT_LEADER_LOCK_SECONDS"
+DEFAULT_BEAT_LEADER_LOCK_SECONDS = 60
+MIN_BEAT_LEADER_LOCK_SECONDS = 5
+MAX_BEAT_LEADER_LOCK_SECONDS = 600
+# The beat scheduler the runner passes in Redis mode; a constant here so that the plan
+# does not import the scheduler (and redis-py with it).
+BEAT_LEADER_SCHEDULER = "runner.beat_leader:LeaderScheduler"
 
 
 @dataclass(frozen=True)
@@ -100,9 +111,17 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CELERY_POOL",
         "auto",
-        "`auto` (= `prefork`): a child per task slot, recycled by task count and memory, hard "
-        "time limits, tasks cancelled and re-queued when the shutdown grace ends. `threads`: "
-        "one process, ~30 MB less, but a task running past the grace is not re-queued.",
+        "`auto`: `threads` below 1024 MB of budget (one process, ~25 MB less; tasks still "
+        "running when the grace ends are handed back to the queue), `prefork` from 1024 MB "
+        "(a child per task slot, recycled by task count and memory, hard time limits, a "
+        "crashing task takes only its child down).",
+    ),
+    Variable(
+        BEAT_LEADER_LOCK_VARIABLE,
+        str(DEFAULT_BEAT_LEADER_LOCK_SECONDS),
+        "With Redis, beat sends periodic tasks from one instance only (the holder of a lock "
+        "in Redis); a leader that dies is replaced once its lock expires, after this many "
+        "seconds plus a third of it. Only matters with several instances.",
     ),
     Variable(
         "REDIS_URL",
@@ -175,6 +194,7 @@ class Settings:
     celery_pool: str = "auto"
     status_token: str | None = None
     keep_awake_url: str | None = None
+    beat_leader_lock_seconds: int = DEFAULT_BEAT_LEADER_LOCK_SECONDS
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -215,6 +235,12 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         celery_pool=env.choice("CELERY_POOL", "auto", POOLS),
         status_token=env.text("RUNNER_STATUS_TOKEN"),
         keep_awake_url=env.text("KEEP_AWAKE_URL"),
+        beat_leader_lock_seconds=env.int(
+            BEAT_LEADER_LOCK_VARIABLE,
+            DEFAULT_BEAT_LEADER_LOCK_SECONDS,
+            minimum=MIN_BEAT_LEADER_LOCK_SECONDS,
+            maximum=MAX_BEAT_LEADER_LOCK_SECONDS,
+        ),
     )
     if settings.status_token and len(settings.status_token) < MIN_STATUS_TOKEN_LENGTH:
         env.problem(

@@ -21,10 +21,32 @@ TASK_SECONDS = 8
 GRACE_SECONDS = 6
 
 
-def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
+# What the worker says when it puts the running task back (runner.celery_entry), before
+# prefork's cold shutdown cancels the task or the threads-pool worker exits.
+REQUEUED_LINES = {
+    "prefork": "shutdown grace over: 1 unfinished task(s) put back in the queue; cancelling",
+    "threads": "shutdown grace over: 1 unfinished task(s) put back in the queue (a thread",
+}
+
+
+@pytest.mark.parametrize(
+    ("pool", "redis"),
+    [("prefork", False), ("prefork", True), ("threads", False), ("threads", True)],
+    ids=["prefork-local", "prefork-redis", "threads-local", "threads-redis"],
+)
+def test_sigterm_during_a_long_task_loses_nothing(
+    runner_env, tmp_path: Path, pool: str, redis: bool, request: pytest.FixtureRequest
+):
     """A task still running when the grace ends goes back to the queue and completes after the
-    next start: the runner exits 0 within the grace and the task's result arrives."""
-    runner_env |= {"SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS), "RUN_BEAT": "false"}
+    next start: the runner exits 0 within the grace and the task's result arrives -- with
+    Redis at once, not after the visibility timeout."""
+    runner_env |= {
+        "SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+        "RUN_BEAT": "false",
+        "CELERY_POOL": pool,
+    }
+    if redis:
+        runner_env["REDIS_URL"] = request.getfixturevalue("redis_plain").url()
     first = start_runner(runner_env, tmp_path)
     with first:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, first)
@@ -39,7 +61,7 @@ def test_sigterm_during_a_long_task_loses_nothing(runner_env, tmp_path: Path):
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=GRACE_SECONDS + 5) == 0
         assert_no_survivors(tree, timeout=10)
-    assert "Restoring 1 unacknowledged message(s)" in first.output()
+    assert REQUEUED_LINES[pool] in first.output()
     assert f"Task app.tasks.slow[{task_id}] succeeded" not in first.output()
 
     second = start_runner(runner_env, tmp_path)

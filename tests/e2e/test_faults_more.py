@@ -30,7 +30,7 @@ PROBE_TIMEOUT = 2.0
 PROBE_PAUSE = 0.05
 """Seconds between two requests of the probe (pacing, not synchronisation)."""
 SLOW_TASK_SECONDS = 3
-CELERY_CHILDREN = 2  # the default prefork concurrency (runner.plan)
+CELERY_CHILDREN = 2  # the default concurrency (runner.plan), a child per task with prefork
 
 
 def health_url(env: dict[str, str]) -> str:
@@ -213,7 +213,12 @@ def first_pool_child(runner: ProcessHandle) -> psutil.Process | None:
 KILL_CASES = {
     "gunicorn-worker": KillCase(web_worker, web_failures_allowed=True),
     "gunicorn-master": KillCase(web_master, web_failures_allowed=True),
-    "celery-child": KillCase(first_pool_child, task_in_flight=True),
+    # Pool children exist with prefork, the pool from 1024 MB of budget (runner.memory_plan).
+    "celery-child": KillCase(
+        first_pool_child,
+        environment=(("RUN_BEAT", "false"), ("CELERY_POOL", "prefork")),
+        task_in_flight=True,
+    ),
     "celery-main": KillCase(worker_main),
     "celery-main-redis": KillCase(worker_main, redis=True),
     "beat-separate": KillCase(beat, environment=(("BEAT_MODE", "separate"),)),

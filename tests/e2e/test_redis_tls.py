@@ -361,7 +361,7 @@ def test_verified_tls_and_explicit_broker_and_result_urls(
         ("wrong CA", EXIT_FAILURE, "certificate verification failed for Redis at rediss://"),
         ("plain client, TLS port", EXIT_FAILURE, "speaks TLS but the URL says redis://"),
         ("TLS client, plain port", EXIT_FAILURE, "does not speak TLS on port"),
-        ("budget of 10", EXIT_BAD_CONFIG, "set it to at least 25"),
+        ("budget of 10", EXIT_BAD_CONFIG, "set it to at least 26"),
     ],
 )
 def test_a_start_that_cannot_work_is_refused_before_anything_starts(

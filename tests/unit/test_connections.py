@@ -20,15 +20,21 @@ from runner.connections import (
 from runner.errors import ConfigError
 from runner.plan import Plan, make_plan
 from runner.project import Project
-from runner.settings import load_settings
+from runner.settings import BEAT_LEADER_SCHEDULER, load_settings
 
 CWD = Path("/srv/project")
 PROJECT = Project("app.settings", "manage.py", "app", "top package of app.settings")
 REDIS = {"REDIS_URL": "rediss://default:s3cret@redis.example:6380"}
+# The pool the plan picks from 1024 MB of budget, asked for explicitly here.
+PREFORK = {"CELERY_POOL": "prefork"}
 
 # The default web is one Gunicorn gthread worker of 2 threads (runner.memory_plan).
 WEB_POOLS = PoolSizes(broker_pool_limit=2, result_max_connections=2, cache_max_connections=2)
 WORKER_POOLS = PoolSizes(broker_pool_limit=1, result_max_connections=1, cache_max_connections=1)
+# The default worker on 512 MB: one process whose 2 threads run tasks.
+THREADS_WORKER_POOLS = PoolSizes(
+    broker_pool_limit=2, result_max_connections=1, cache_max_connections=2
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,22 @@ def plan_for(environ: dict[str, str]) -> Plan:
 
 
 def test_default_plan_fits_redis_clouds_thirty_connections():
-    """The default layout opens 25 connections at peak, within the default budget of 30."""
+    """The default layout (threads pool on 512 MB) opens 26 connections at peak, within the
+    default budget of 30."""
     connections = plan_for(REDIS).redis_connections
+    assert connections.pools == (("web", WEB_POOLS), ("worker", THREADS_WORKER_POOLS))
+    assert connections.lines() == (
+        "web: 1 worker of 2 threads (broker 2x2 + results 2x2 + cache 2) = 10",
+        "worker: main with threads pool (consumer 4 + results 1 + broker 2x2 + results 2x1 "
+        "+ cache 2) = 13",
+        "worker: beat embedded (broker 1x2 + leader lock 1) = 3",
+        "total at peak 26 <= REDIS_MAX_CONNECTIONS 30 (4 spare)",
+    )
+
+
+def test_prefork_plan_fits_redis_clouds_thirty_connections():
+    """With prefork, also 26 at peak: each child counts its own pools."""
+    connections = plan_for(REDIS | PREFORK).redis_connections
     assert connections == RedisConnections(
         budget=30,
         groups=(
@@ -60,7 +80,7 @@ def test_default_plan_fits_redis_clouds_thirty_connections():
             ProcessGroup(
                 "worker", "2 children", 2, (("broker 1x2", 2), ("results 1", 1), ("cache 1", 1))
             ),
-            ProcessGroup("worker", "beat embedded", 1, (("broker 1x2", 2),)),
+            ProcessGroup("worker", "beat embedded", 1, (("broker 1x2", 2), ("leader lock 1", 1))),
         ),
         pools=(("web", WEB_POOLS), ("worker", WORKER_POOLS)),
     )
@@ -68,14 +88,14 @@ def test_default_plan_fits_redis_clouds_thirty_connections():
         "web: 1 worker of 2 threads (broker 2x2 + results 2x2 + cache 2) = 10",
         "worker: main (consumer 4 + results 1) = 5",
         "worker: 2 children x (broker 1x2 + results 1 + cache 1) = 8",
-        "worker: beat embedded (broker 1x2) = 2",
-        "total at peak 25 <= REDIS_MAX_CONNECTIONS 30 (5 spare)",
+        "worker: beat embedded (broker 1x2 + leader lock 1) = 3",
+        "total at peak 26 <= REDIS_MAX_CONNECTIONS 30 (4 spare)",
     )
 
 
 def test_each_program_gets_its_pool_limits_in_its_environment():
     """The limits reach each program's processes as RUNNER_REDIS_* variables."""
-    plan = plan_for(REDIS | {"BEAT_MODE": "separate"})
+    plan = plan_for(REDIS | PREFORK | {"BEAT_MODE": "separate"})
     expected = {
         "web": {
             BROKER_POOL_LIMIT_VARIABLE: "2",
@@ -103,18 +123,19 @@ def test_each_program_gets_its_pool_limits_in_its_environment():
 @pytest.mark.parametrize(
     ("environ", "total"),
     [
-        (REDIS, 25),
+        (REDIS, 26),
         # A beat of its own subscribes to the results of what it sends: one more.
-        (REDIS | {"BEAT_MODE": "separate"}, 26),
+        (REDIS | {"BEAT_MODE": "separate"}, 27),
         (REDIS | {"RUN_BEAT": "false"}, 23),
-        (REDIS | {"RUN_WEB": "false"}, 15),
-        (REDIS | {"RUN_WORKER": "false"}, 13),
-        (REDIS | {"WEB_CONCURRENCY": "1", "CELERY_CONCURRENCY": "1"}, 16),
-        (REDIS | {"CELERY_CONCURRENCY": "4", "RUN_WEB": "false"}, 23),
+        (REDIS | {"RUN_WEB": "false"}, 16),
+        (REDIS | {"RUN_WORKER": "false"}, 14),
+        (REDIS | {"WEB_CONCURRENCY": "1", "CELERY_CONCURRENCY": "1"}, 17),
+        (REDIS | {"CELERY_CONCURRENCY": "4", "RUN_WEB": "false"}, 24),
     ],
 )
 def test_peak_follows_the_processes(environ, total):
-    """Each web thread adds 5, each pool child 4, the worker's main process 5, beat 2 or 3."""
+    """Each web thread adds 5, each pool child 4, the worker's main process 5, beat 3 or 4
+    (its leader lock's connection included)."""
     assert plan_for(environ).redis_connections.total == total
 
 
@@ -124,14 +145,16 @@ def test_budget_too_small_is_refused_with_the_minimum():
         plan_for(REDIS | {"REDIS_MAX_CONNECTIONS": "10"})
     (problem,) = caught.value.problems
     assert problem.variable == "REDIS_MAX_CONNECTIONS" and problem.value == "10"
-    assert "at least 25" in problem.fix
-    assert "web: 1 worker of 2 threads; worker: main, 2 children, beat embedded" in problem.fix
+    assert "at least 26" in problem.fix
+    assert "web: 1 worker of 2 threads; worker: main with threads pool, beat embedded" in (
+        problem.fix
+    )
 
 
 def test_budget_equal_to_the_peak_fits():
     """A budget exactly at the peak is accepted, with nothing spare."""
-    connections = plan_for(REDIS | {"REDIS_MAX_CONNECTIONS": "25"}).redis_connections
-    assert (connections.total, connections.spare) == (25, 0)
+    connections = plan_for(REDIS | {"REDIS_MAX_CONNECTIONS": "26"}).redis_connections
+    assert (connections.total, connections.spare) == (26, 0)
 
 
 def test_no_redis_no_budget():
@@ -142,15 +165,17 @@ def test_no_redis_no_budget():
 
 
 def test_only_what_is_on_redis_counts():
-    """An amqp:// broker and django-db results leave only the cache on Redis."""
+    """An amqp:// broker and django-db results leave only the cache, and beat's leader lock,
+    on Redis."""
     plan = plan_for(
         REDIS
         | {"CELERY_BROKER_URL": "amqp://guest@rabbit:5672", "CELERY_RESULT_BACKEND": "django-db"}
     )
     assert plan.redis_connections.lines() == (
         "web: 1 worker of 2 threads (cache 2) = 2",
-        "worker: 2 children x (cache 1) = 2",
-        "total at peak 4 <= REDIS_MAX_CONNECTIONS 30 (26 spare)",
+        "worker: main with threads pool (cache 2) = 2",
+        "worker: beat embedded (leader lock 1) = 1",
+        "total at peak 5 <= REDIS_MAX_CONNECTIONS 30 (25 spare)",
     )
 
 
@@ -195,6 +220,13 @@ WORKER = ("celery", "-A", "app", "worker", "--without-gossip", "--without-mingle
                 "(consumer 4 + results 1 + broker 1x2 + results 1 + cache 1) = 9",
                 "worker: beat embedded (broker 1x2) = 2",
             ],
+        ),
+        # The runner's beat in Redis mode also holds its leader lock's connection.
+        (
+            FakeProgram(
+                "beat", ("celery", "-A", "app", "beat", "--scheduler", BEAT_LEADER_SCHEDULER)
+            ),
+            ["beat: 1 process (broker 1x2 + results 1 + leader lock 1) = 4"],
         ),
     ],
 )

@@ -28,12 +28,27 @@ def test_web_capacity_becomes_threads_first(capacity, shape):
     assert shape.workers * shape.threads >= capacity
 
 
-@pytest.mark.parametrize(("asked", "pool"), [("auto", "prefork"), ("threads", "threads")])
-@pytest.mark.parametrize("budget_mb", [256, 512, 1024, 2048])
-def test_pool_is_prefork_unless_asked(asked, pool, budget_mb):
-    """Prefork by default at every budget (a task must survive shutdown); threads on request."""
+@pytest.mark.parametrize(
+    ("asked", "budget_mb", "pool"),
+    [
+        ("auto", 256, "threads"),
+        ("auto", 512, "threads"),
+        ("auto", 1023, "threads"),
+        ("auto", 1024, "prefork"),
+        ("auto", 2048, "prefork"),
+        ("prefork", 256, "prefork"),
+        ("prefork", 512, "prefork"),
+        ("threads", 1024, "threads"),
+        ("threads", 2048, "threads"),
+    ],
+)
+def test_pool_is_threads_below_a_gigabyte_unless_asked(asked, budget_mb, pool):
+    """One process for the tasks where memory is scarce, prefork's isolation from 1024 MB;
+    CELERY_POOL wins either way. The worker restarts as a whole only with threads."""
     memory = plan_memory(resolve_budget(budget_mb, None), **ALL, pool=asked)
     assert memory.worker.pool == pool
+    assert ("worker" in memory.graceful_restart) == (pool == "threads")
+    assert (memory.worker.max_memory_per_child_kib is None) == (pool == "threads")
     assert sum(memory.shares_mb.values()) == memory.budget.usable_mb
     assert all(memory.shares_mb[name] >= memory.floor_mb[name] for name in memory.floor_mb)
 
@@ -65,9 +80,19 @@ def test_default_512_plan():
     """The default plan on Render free: the whole arithmetic, as `runner plan` shows it."""
     memory = plan_memory(resolve_budget(None, None), **ALL)
     assert memory.web == WebShape(1, 2)
+    assert memory.worker.pool == "threads" and memory.worker.concurrency == 2
+    assert memory.floor_mb == {"supervisord": 18, "web": 75, "worker": 90}
+    assert memory.shares_mb == {"web": 200, "worker": 242, "supervisord": 18}
+    assert memory.graceful_restart == frozenset({"beat", "worker"})
+    assert memory.lines[2] == "worker 90 MB = main 67 + 2 x 1 (pool thread) + beat 21"
+
+
+def test_1024_plan_uses_prefork():
+    """From 1024 MB, prefork: children recycled above what they inherit plus their share."""
+    memory = plan_memory(resolve_budget(1024, None), **ALL)
     assert memory.worker.pool == "prefork" and memory.worker.concurrency == 2
     assert memory.floor_mb == {"supervisord": 18, "web": 75, "worker": 125}
-    assert memory.shares_mb == {"web": 165, "worker": 277, "supervisord": 18}
+    assert memory.lines[2] == "worker 125 MB = main 70 + 2 x 17 (prefork child) + beat 21"
     assert memory.graceful_restart == frozenset({"beat"})
 
 

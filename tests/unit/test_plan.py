@@ -61,7 +61,7 @@ def option(command: tuple[str, ...], name: str) -> str:
 
 def test_default_commands_give_the_seed_capacity_in_fewer_processes():
     """The seed's capacity (2 requests, 2 tasks, beat) on 512 MB: one Gunicorn worker with 2
-    threads on $PORT, a prefork pool of 2, beat embedded."""
+    threads on $PORT, a threads pool of 2, beat embedded."""
     plan = plan_for({"PORT": "10000"})
     web = plan.program("web").command
     assert web[:4] == (sys.executable, "-m", "gunicorn", "runner.wsgi:application")
@@ -73,9 +73,9 @@ def test_default_commands_give_the_seed_capacity_in_fewer_processes():
     )
     assert "--preload" in web
     worker = plan.program("worker").command
-    assert "--pool=prefork" in worker and "--concurrency=2" in worker
+    assert "--pool=threads" in worker and "--concurrency=2" in worker
     assert "--without-gossip" in worker and "--without-mingle" in worker
-    assert plan.program("web").processes == 2 and plan.program("worker").processes == 4
+    assert plan.program("web").processes == 2 and plan.program("worker").processes == 2
 
 
 def test_overrides_are_capacity_not_processes():
@@ -90,7 +90,7 @@ def test_overrides_are_capacity_not_processes():
 def test_prefork_recycles_children_above_the_inherited_peak():
     """With prefork, children are recycled by task count and by memory above the RSS a
     child inherits from its parent (else every task would recycle it)."""
-    worker = plan_for({}).program("worker")
+    worker = plan_for({"MEMORY_BUDGET_MB": "1024"}).program("worker")
     assert "--pool=prefork" in worker.command and worker.processes == 4
     limit = next(a for a in worker.command if a.startswith("--max-memory-per-child="))
     assert int(limit.split("=")[1]) > 80 * 1024
@@ -103,7 +103,10 @@ def test_shutdown_fits_inside_the_grace():
     assert {p.stop_wait_seconds for p in plan.programs} == {20}
     web = plan.program("web").command
     assert web[web.index("--graceful-timeout") + 1] == "15"
-    assert dict(plan.program("worker").environment) == {"RUNNER_WARM_SHUTDOWN_SECONDS": "15"}
+    assert dict(plan.program("worker").environment) == {
+        "RUNNER_WARM_SHUTDOWN_SECONDS": "15",
+        "RUNNER_NICENESS": "10",
+    }
     worker = plan.program("worker")
     # Pool children must not get SIGTERM straight from supervisord (tasks killed mid-way).
     assert (worker.stop_as_group, worker.kill_as_group) == (False, True)
@@ -236,3 +239,35 @@ def test_environment_line_round_trips_through_supervisor():
     assert dict_of_key_value_pairs(line) == dict(pairs)
     with pytest.raises(ValueError):
         environment_line((("D", 'say "hi"'),))
+
+
+@pytest.mark.parametrize(
+    ("environ", "niceness"),
+    [
+        ({"BEAT_MODE": "separate"}, {"worker": "10", "beat": "10"}),
+        # Without the web in the instance there is nothing to give way to.
+        ({"BEAT_MODE": "separate", "RUN_WEB": "false"}, {"worker": None, "beat": None}),
+    ],
+)
+def test_background_components_give_way_to_the_web(environ, niceness):
+    """The worker and beat run at a lower CPU priority when the web shares the instance."""
+    plan = plan_for(environ)
+    if "web" in plan.program_names:
+        assert "RUNNER_NICENESS" not in dict(plan.program("web").environment)
+    for name, value in niceness.items():
+        assert dict(plan.program(name).environment).get("RUNNER_NICENESS") == value
+
+
+def test_beat_sends_from_one_instance_only_with_redis():
+    """With Redis several instances may share the broker, so every beat, embedded or separate,
+    takes the leader lock's scheduler (runner.beat_leader); the local default is one instance
+    and keeps the project's scheduler."""
+    redis = {"REDIS_URL": "redis://default:x@redis.example:6379"}
+    leader = "--scheduler=runner.beat_leader:LeaderScheduler"
+    assert leader in plan_for(redis).program("worker").command
+    separate = plan_for(redis | {"BEAT_MODE": "separate"})
+    assert leader in separate.program("beat").command
+    assert leader not in separate.program("worker").command
+    assert leader not in plan_for(redis | {"RUN_BEAT": "false"}).program("worker").command
+    for local in ({}, {"BEAT_MODE": "separate"}):
+        assert all(leader not in program.command for program in plan_for(local).programs)

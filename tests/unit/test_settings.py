@@ -58,6 +58,7 @@ def test_empty_environment_gives_documented_defaults():
         ({"CELERY_CONCURRENCY": " 4 "}, "celery_concurrency", 4),
         ({"SHUTDOWN_GRACE_SECONDS": "10"}, "shutdown_grace", 10),
         ({"LOG_LEVEL": "DEBUG"}, "log_level", "debug"),
+        ({"BEAT_LEADER_LOCK_SECONDS": "60"}, "beat_leader_lock_seconds", 60),
         ({"RUNNER_DATA_DIR": "/var/data"}, "data_dir", Path("/var/data")),
         ({"RUNNER_DATA_DIR": "state"}, "data_dir", CWD / "state"),
         (
@@ -86,6 +87,8 @@ def test_each_variable_is_read(environ, field, expected):
         ({"SHUTDOWN_GRACE_SECONDS": "1"}, "SHUTDOWN_GRACE_SECONDS", "out of range"),
         ({"BEAT_MODE": "inside"}, "BEAT_MODE", "use one of embedded, separate"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL", "use one of"),
+        ({"BEAT_LEADER_LOCK_SECONDS": "30s"}, "BEAT_LEADER_LOCK_SECONDS", "not a whole number"),
+        ({"BEAT_LEADER_LOCK_SECONDS": "2"}, "BEAT_LEADER_LOCK_SECONDS", "out of range"),
         ({"RUNNER_DATA_DIR": " "}, "RUNNER_DATA_DIR", "empty"),
         (
             {"RUN_WEB": "false", "RUN_WORKER": "false", "RUN_BEAT": "false"},

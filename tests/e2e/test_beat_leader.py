@@ -1,0 +1,131 @@
+"""Two runners against one Redis and one database (a scaled service): each periodic task is
+sent by one beat only, once per due time; when the leader's whole instance is SIGKILLed, the
+other instance's beat takes over within the lock's expiry plus one try, still without
+sending any due time twice."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from runner.beat_leader import LOCK_KEY_PREFIX
+from tests.support.ports import free_port
+from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.runner import speed_up_heartbeat, start_runner
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 120  # two cold starts at once on two shared cores
+STOP_TIMEOUT = 30
+INTERVAL_SECONDS = 3  # the heartbeat's schedule, sped up from a minute
+LOCK_SECONDS = 6  # BEAT_LEADER_LOCK_SECONDS, short for the test
+TRY_EVERY_SECONDS = LOCK_SECONDS / 3
+# Promised: a dead leader is replaced within the lock's expiry plus one try of the standby.
+TAKEOVER_BOUND_SECONDS = LOCK_SECONDS + TRY_EVERY_SECONDS
+MARGIN_SECONDS = 4.0  # beat's ticks and a busy machine, on top of the bound
+RUNS_PER_WINDOW = 6
+# A due time sent twice gives two runs a few milliseconds apart; the worker's own delay
+# moves a run by far less than half an interval.
+DUPLICATE_GAP_SECONDS = INTERVAL_SECONDS / 2
+LEADS = "leader: this instance sends the periodic tasks"
+WAITS = "standby: another instance sends the periodic tasks"
+SENDS = "Sending due task heartbeat"
+# The demo's Celery app is named "app" and its broker has no key prefix.
+DEMO_LOCK_KEY = f"{LOCK_KEY_PREFIX}app"
+
+
+def heartbeat_times(database: str) -> list[datetime]:
+    with sqlite3.connect(database, timeout=10) as connection:
+        rows = connection.execute("SELECT ran_at FROM app_heartbeat ORDER BY ran_at").fetchall()
+    return [datetime.fromisoformat(ran_at).replace(tzinfo=UTC) for (ran_at,) in rows]
+
+
+def watch_window(database: str, runner: ProcessHandle) -> tuple[list[datetime], float]:
+    """Wait for RUNS_PER_WINDOW heartbeats from now on; return them and the seconds taken."""
+    start = datetime.now(UTC)
+    runs = wait_for(
+        lambda: (
+            (times := [t for t in heartbeat_times(database) if t > start])[RUNS_PER_WINDOW - 1 :]
+            and times
+        ),
+        RUNS_PER_WINDOW * INTERVAL_SECONDS + START_TIMEOUT / 2,
+        message=lambda: f"fewer than {RUNS_PER_WINDOW} heartbeats:\n{runner.output()[-3000:]}",
+    )
+    return runs[:RUNS_PER_WINDOW], (runs[RUNS_PER_WINDOW - 1] - start).total_seconds()
+
+
+def assert_once_per_due_time(runs: list[datetime], seconds: float) -> None:
+    """As many runs as due times in the window (give or take the edges), none doubled."""
+    assert abs(len(runs) - seconds / INTERVAL_SECONDS) <= 1.5, (len(runs), seconds, runs)
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(runs)]
+    assert min(gaps) > DUPLICATE_GAP_SECONDS, gaps
+
+
+def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leader_dies(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """One leader, one standby: the heartbeat runs once per interval; after a SIGKILL of the
+    leader's whole instance the standby leads within the bound, and no run is doubled."""
+    runner_env |= {
+        "REDIS_URL": redis_plain.url(),
+        "RUN_WEB": "false",  # beat and the worker are what this is about
+        "CELERY_CONCURRENCY": "1",
+        "BEAT_LEADER_LOCK_SECONDS": str(LOCK_SECONDS),
+    }
+    speed_up_heartbeat(runner_env, INTERVAL_SECONDS)
+    database = runner_env["DATABASE_URL"].removeprefix("sqlite:///")
+    # The same database and Redis, their own data directories and ports.
+    envs = [
+        runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / name)}
+        for name in ("one", "two")
+    ]
+    runners = [start_runner(env, tmp_path) for env in envs]
+    try:
+        leader = wait_for(
+            lambda: next((r for r in runners if LEADS in r.output()), None),
+            START_TIMEOUT,
+            message=lambda: "no leader:\n" + "\n".join(r.output()[-2000:] for r in runners),
+        )
+        (standby,) = [r for r in runners if r is not leader]
+        standby.wait_for_output(WAITS, START_TIMEOUT)
+
+        before, before_seconds = watch_window(database, leader)
+        assert_once_per_due_time(before, before_seconds)
+        assert SENDS not in standby.output()
+
+        killed_at = time.monotonic()
+        last_before_kill = heartbeat_times(database)[-1]
+        leader.kill_tree()
+        standby.wait_for_output(LEADS, TAKEOVER_BOUND_SECONDS + MARGIN_SECONDS)
+        takeover_seconds = time.monotonic() - killed_at
+        assert takeover_seconds <= TAKEOVER_BOUND_SECONDS + MARGIN_SECONDS
+
+        after, after_seconds = watch_window(database, standby)
+        assert_once_per_due_time(after, after_seconds)
+        # Across the hand-over too: the new leader read the last run the old one saved.
+        everything = [t for t in heartbeat_times(database) if t >= before[0]]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(everything)]
+        assert min(gaps) > DUPLICATE_GAP_SECONDS, gaps
+        first_after = next(t for t in everything if t > last_before_kill)
+        print(
+            f"\nhand-over {takeover_seconds:.1f} s after the SIGKILL (bound "
+            f"{TAKEOVER_BOUND_SECONDS:g} s); runs {len(everything)}, closest two "
+            f"{min(gaps):.2f} s apart; first run after the kill "
+            f"{(first_after - last_before_kill).total_seconds():.1f} s after the last before it"
+        )
+
+        # A clean stop frees the lock at once instead of letting it expire.
+        tree = standby.tree()
+        standby.send_signal(signal.SIGTERM)
+        assert standby.wait(timeout=STOP_TIMEOUT) == 0, standby.output()[-3000:]
+        assert_no_survivors(tree, timeout=10)
+        assert redis_plain.client().exists(DEMO_LOCK_KEY) == 0
+    finally:
+        for runner in runners:
+            runner.kill_tree()

@@ -1,0 +1,186 @@
+"""Two LeaderSchedulers (runner.beat_leader) against one real redis-server: only the lock's
+holder lets its inner scheduler tick; close() hands over at the standby's next try; a leader
+that stops renewing is replaced once the lock expires, and steps down when it comes back;
+a leader that cannot reach Redis stops before its lock could pass to another."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from celery import Celery
+from celery.beat import Scheduler
+
+from runner.beat_leader import CLIENT_NAME, LeaderScheduler, lock_key
+from runner.settings import VARIABLES
+from tests.support.processes import wait_for
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.e2e
+
+LOCK_SECONDS = 6
+TRY_EVERY = LOCK_SECONDS / 3
+# Ticks, Redis round trips and a busy 2-core machine, on top of the promised bounds.
+MARGIN_SECONDS = 2.0
+
+
+class RecordingScheduler(Scheduler):
+    """An inner scheduler that sends nothing and counts its ticks; ``built`` lists every one
+    built, in order (each test starts it afresh)."""
+
+    built: ClassVar[list[RecordingScheduler]] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.ticks = 0
+        self.closed = False
+        RecordingScheduler.built.append(self)
+
+    def tick(self, *args, **kwargs) -> float:
+        self.ticks += 1
+        return 300.0  # far longer than the lock: the leader must cap its sleep
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def lock_env(monkeypatch: pytest.MonkeyPatch, redis_plain: RedisServer) -> RedisServer:
+    """This process's environment as the runner gives beat: REDIS_URL and a 6 s lock."""
+    for variable in VARIABLES:
+        monkeypatch.delenv(variable.name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_plain.url())
+    monkeypatch.setenv("BEAT_LEADER_LOCK_SECONDS", str(LOCK_SECONDS))
+    monkeypatch.setattr(RecordingScheduler, "built", [])
+    return redis_plain
+
+
+def make_app(name: str = "leader-test") -> Celery:
+    app = Celery(name, set_as_current=False)
+    app.conf.beat_scheduler = RecordingScheduler
+    return app
+
+
+@pytest.fixture
+def schedulers(tmp_path: Path) -> Iterator[list[LeaderScheduler]]:
+    """A factory's output list: every LeaderScheduler made is closed at the end."""
+    made: list[LeaderScheduler] = []
+    yield made
+    for scheduler in made:
+        scheduler.close()
+
+
+def leader(made: list[LeaderScheduler], app: Celery, tmp_path: Path) -> LeaderScheduler:
+    scheduler = LeaderScheduler(app, schedule_filename=str(tmp_path / "schedule"))
+    made.append(scheduler)
+    return scheduler
+
+
+def tick_until_leading(scheduler: LeaderScheduler, timeout: float) -> float:
+    """Tick ``scheduler`` (as beat would, only more often) until it leads; seconds it took."""
+    started = time.monotonic()
+    wait_for(lambda: (scheduler.tick(), scheduler.leading)[1], timeout, message="never led")
+    return time.monotonic() - started
+
+
+def test_only_the_lock_holder_ticks_its_scheduler(lock_env, schedulers, tmp_path, caplog):
+    """One leads and ticks its inner scheduler; the other sends nothing and says once that
+    it waits; both sleep no longer than a third of the lock's expiry."""
+    caplog.set_level(logging.INFO, logger="runner.beat_leader")
+    app = make_app()
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    sleeps = []
+    for _ in range(4):
+        sleeps += [first.tick(), second.tick()]
+    assert first.leading and not second.leading
+    (inner,) = RecordingScheduler.built
+    assert inner.ticks == 4
+    # Saved after every send, so that the next leader never sends the same run again.
+    assert inner.sync_every_tasks == 1
+    assert max(sleeps) <= TRY_EVERY
+    ttl = lock_env.client().pttl(lock_key(app))
+    assert 0 < ttl <= LOCK_SECONDS * 1000
+    lines = [record.getMessage() for record in caplog.records]
+    assert sum(line.startswith("leader: this instance sends") for line in lines) == 1
+    assert sum(line.startswith("standby: another instance sends") for line in lines) == 1
+
+
+def test_close_hands_over_at_the_next_try(lock_env, schedulers, tmp_path):
+    """close() saves the schedule and frees the lock: the standby leads at its next try,
+    with a new inner scheduler (which reads the entries the old leader saved)."""
+    app = make_app()
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    first.tick()
+    second.tick()
+    first.close()
+    assert RecordingScheduler.built[0].closed
+    assert lock_env.client().exists(lock_key(app)) == 0
+    took = tick_until_leading(second, TRY_EVERY + MARGIN_SECONDS)
+    assert took <= TRY_EVERY + MARGIN_SECONDS
+    assert len(RecordingScheduler.built) == 2 and RecordingScheduler.built[1].ticks >= 1
+    first.close()  # a second close (celery beat's SIGTERM handler, then its exit) is harmless
+    assert second.leading
+
+
+def test_a_leader_that_stops_renewing_is_replaced_once_the_lock_expires(
+    lock_env, schedulers, tmp_path
+):
+    """A leader that stops ticking (killed, frozen) keeps the lock until it expires, then the
+    standby leads; the old leader, ticking again, steps down without ticking its scheduler."""
+    app = make_app()
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    started = time.monotonic()
+    first.tick()
+    second.tick()
+    tick_until_leading(second, LOCK_SECONDS + TRY_EVERY + MARGIN_SECONDS)
+    took = time.monotonic() - started
+    assert LOCK_SECONDS - 0.05 <= took <= LOCK_SECONDS + TRY_EVERY + MARGIN_SECONDS
+    old = RecordingScheduler.built[0]
+    first.tick()
+    assert not first.leading and second.leading
+    assert (old.ticks, old.closed) == (1, True)
+
+
+def test_a_leader_without_redis_stops_before_its_lock_could_pass(lock_env, schedulers, tmp_path):
+    """Redis gone: the leader keeps sending while its lock surely lasts, and stops before
+    the last third of it, when another instance could take it over."""
+    first = leader(schedulers, make_app(), tmp_path)
+    started = time.monotonic()
+    first.tick()
+    lock_env.stop()
+    wait_for(lambda: (first.tick(), not first.leading)[1], LOCK_SECONDS, message="still leads")
+    stopped_after = time.monotonic() - started
+    assert TRY_EVERY <= stopped_after <= LOCK_SECONDS - TRY_EVERY + 0.5
+    assert RecordingScheduler.built[0].closed
+
+
+def test_two_apps_on_one_redis_each_have_their_leader(lock_env, schedulers, tmp_path):
+    """The lock's key carries the app's name: another project on the same Redis has its own."""
+    one = leader(schedulers, make_app("one"), tmp_path)
+    other = leader(schedulers, make_app("other"), tmp_path)
+    one.tick()
+    other.tick()
+    assert one.leading and other.leading
+    assert lock_key(make_app("one")) == "runner:beat-leader:one"
+
+
+def test_the_lock_holds_one_named_connection_and_the_banner_none(lock_env, schedulers, tmp_path):
+    """Beat's banner builds a lazy scheduler: no connection. A working one holds exactly one
+    connection, named for CLIENT LIST, whatever its role."""
+    app = make_app()
+    probe = lock_env.client()
+
+    def ours() -> int:
+        return sum(c.get("name") == CLIENT_NAME for c in probe.client_list())
+
+    banner = LeaderScheduler(app, lazy=True)
+    assert "runner:beat-leader:leader-test" in banner.info and ours() == 0
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    for _ in range(3):
+        first.tick()
+        second.tick()
+    assert ours() == 2
