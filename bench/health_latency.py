@@ -63,10 +63,11 @@ class Row:
 
 
 def worker_pool(runner: ProcessHandle) -> list[psutil.Process]:
-    """The worker's pool children (and embedded beat): the processes that run tasks."""
+    """The processes that run tasks: the prefork pool's children, or, with the threads pool
+    (no children: beat is off here), the worker's main process itself."""
     for child in psutil.Process(runner.pid).children():
         if "worker" in child.cmdline() and "runner.celery_entry" in " ".join(child.cmdline()):
-            return child.children()
+            return child.children() or [child]
     return []
 
 
@@ -124,9 +125,15 @@ def measure(
 
 
 def pin_to_one_core(runner: ProcessHandle) -> None:
-    for process in runner.tree():
+    pin(runner, [0])
+
+
+def pin(handle: ProcessHandle, cores: list[int]) -> None:
+    """Let every process of the tree run only on ``cores`` (``[]``: on every core again);
+    children forked later inherit it."""
+    for process in handle.tree():
         try:
-            process.cpu_affinity([0])
+            process.cpu_affinity(cores)
         except psutil.Error:
             continue
 

@@ -450,7 +450,7 @@ def _settle(handles: list[tuple[Service, ProcessHandle]]) -> tuple[list, bool, f
         time.sleep(SETTLE_INTERVAL)  # the sampling period, not a wait for something
 
 
-def _client(env: Mapping[str, str]) -> Celery:
+def celery_client(env: Mapping[str, str]) -> Celery:
     """A Celery client for the run's broker and results, without Django."""
     client = Celery("bench-client")
     found = runner_settings(REPO_ROOT, env)
@@ -471,7 +471,7 @@ def _warm(ctx: RunContext, services: list[Service]) -> None:
         with ThreadPoolExecutor(WARM_PARALLEL) as pool:
             list(pool.map(fetch, range(WARM_REQUESTS)))
     if any(WORKER_READY in service.log_markers for service in services):
-        client = _client(ctx.env)
+        client = celery_client(ctx.env)
         try:
             results = [client.send_task(WARM_TASK) for _ in range(WARM_TASKS)]
             for result in results:

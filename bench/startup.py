@@ -98,9 +98,26 @@ def send_task_at_launch(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def measure(
+@dataclass(frozen=True)
+class ColdStart:
+    """Wall and CPU seconds (whole process tree) from launch to the first 200 and first result."""
+
+    healthz_seconds: float
+    healthz_cpu_seconds: float
+    first_task_seconds: float
+    first_task_cpu_seconds: float
+    # At /healthz, per process tree in the order started, without the bench's own migrate.
+    healthz_cpu_per_tree: tuple[float, ...] = ()
+
+
+def cold_start(
     start: Callable[[Path], list[ProcessHandle]], env: dict[str, str], work: Path, path: str
-) -> Run:
+) -> tuple[list[ProcessHandle], ColdStart]:
+    """Launch a layout and time it to ``path`` answering 200 and to a task sent at launch.
+
+    The layout is left running for the caller to measure further and stop; only if this
+    fails are its processes killed here.
+    """
     launched = time.monotonic()
     handles = start(work)
     client = send_task_at_launch(env)
@@ -115,12 +132,30 @@ def measure(
 
         wait_for(healthy, START_TIMEOUT, message="no /healthz")
         healthz = time.monotonic() - launched
-        cpu = cpu_seconds(tree_of(handles)) + EXTRA_CPU[0]
-        EXTRA_CPU[0] = 0.0
+        extra, EXTRA_CPU[0] = EXTRA_CPU[0], 0.0
+        per_tree = tuple(cpu_seconds(handle.tree()) for handle in handles)
+        cpu = sum(per_tree) + extra
         wait_for(lambda: client.poll() is not None, START_TIMEOUT, message="no task result")
         first_task = time.monotonic() - launched
+        task_cpu = cpu_seconds(tree_of(handles)) + extra
         if client.stdout.read().strip() != "5":
             raise RuntimeError("the task did not return 5")
+    except BaseException:
+        for handle in handles:
+            handle.kill_tree()
+        raise
+    finally:
+        client.kill()
+        client.wait()
+        client.stdout.close()
+    return handles, ColdStart(healthz, cpu, first_task, task_cpu, per_tree)
+
+
+def measure(
+    start: Callable[[Path], list[ProcessHandle]], env: dict[str, str], work: Path, path: str
+) -> Run:
+    handles, cold = cold_start(start, env, work, path)
+    try:
         pss = settled_pss_mb(lambda: total_pss_mb(tree_of(handles)))
         stopping = time.monotonic()
         for handle in handles:
@@ -128,9 +163,10 @@ def measure(
         for handle in handles:
             handle.wait(timeout=60)
         stop = time.monotonic() - stopping
-        return Run(healthz, first_task, cpu, pss, stop)
+        return Run(
+            cold.healthz_seconds, cold.first_task_seconds, cold.healthz_cpu_seconds, pss, stop
+        )
     finally:
-        client.kill()
         for handle in handles:
             handle.kill_tree()
 
@@ -147,9 +183,15 @@ def start_runner(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
     return start
 
 
-def start_seed_layout(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
-    """The seed's three services, with its flags, as three process trees."""
+def start_seed_layout(
+    env: dict[str, str], celery: list[str] | None = None
+) -> Callable[[Path], list[ProcessHandle]]:
+    """The seed's three services, with its flags, as three process trees.
+
+    ``celery`` replaces ``python -m celery -A app`` in the worker's and beat's commands.
+    """
     python = sys.executable
+    celery = celery or [python, "-m", "celery", "-A", "app"]
 
     def start(work: Path) -> list[ProcessHandle]:
         # The seed's build command migrates; counted in its start like our RUN_MIGRATIONS
@@ -179,22 +221,14 @@ def start_seed_layout(env: dict[str, str]) -> Callable[[Path], list[ProcessHandl
                 "120",
             ],
             "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "app",
+                *celery,
                 "worker",
                 "--loglevel=info",
                 "--concurrency=2",
                 "--max-tasks-per-child=100",
             ],
             "beat": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "app",
+                *celery,
                 "beat",
                 "--loglevel=info",
                 f"--schedule={work / 'celerybeat-schedule'}",

@@ -1,0 +1,265 @@
+"""The leaking-task scenario on the default 512 MB plan: recycled in time, nothing lost.
+
+    .venv/bin/python -m bench.leak [--runs 3] [--recycles 2] [--broker local|redis|both]
+
+Per run: ``python -m runner`` with its defaults and ``MEMORY_BUDGET_MB=512``, the test-only
+task module ``tests/e2e/leaky_tasks.py`` as the Celery app (the demo's app plus
+``leaky.hold``). HTTP traffic (``/`` and ``/healthz``, ``tests.support.traffic``) runs
+throughout. A client keeps ``--in-flight`` tasks queued at all times, each of which makes
+the process that runs it keep ``--leak-mb`` MB more for good and sleep ``--hold-seconds``:
+a steady leak, which only recycling the worker gives back. The run ends once the watchdog
+has acted ``--recycles`` times and every task sent has been answered (or a deadline
+passed, which then counts the missing tasks as lost).
+
+Figures per run, medians over runs: idle and peak total PSS of the tree (sampled every
+0.25 s: four times per watchdog tick) against the budget; graceful recycles (over the soft
+line) and hard restarts (over the last-resort line), read from the runner's own lines;
+HTTP requests sent and failed; tasks sent, answered, lost (never answered) and answered
+twice (late acknowledgement is at least once). Failed requests and lost tasks must be 0;
+the exit status is 1 when they are not.
+
+Every process started is stopped by PID; files only in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench import startup
+from bench.process_costs import celery_client, machine
+from runner.budget import resolve_budget
+from tests.e2e.leaky_tasks import HOLD_TASK
+from tests.support.processes import ProcessHandle
+from tests.support.redis_server import RedisServer
+from tests.support.runner import start_runner, wait_http_ok
+from tests.support.traffic import Traffic, tree_pss_mb
+
+BUDGET_MB = 512
+START_TIMEOUT = 120
+RESULT_TIMEOUT = 180  # after the last send: a restart, then the re-delivered tasks
+STOP_TIMEOUT = 60
+SAMPLE_SECONDS = 0.25
+# The runner's lines for the watchdog's actions (runner.watchdog).
+GRACEFUL = "over the soft line"
+HARD = "over the last-resort line"
+ACTIONS = (": restarting ", ": recycling the ")
+
+
+@dataclass
+class Figures:
+    idle_pss_mb: float
+    peak_pss_mb: float
+    budget_mb: int
+    soft_line_mb: int
+    last_resort_mb: int
+    graceful_recycles: int
+    hard_restarts: int
+    requests_sent: int
+    requests_failed: int
+    tasks_sent: int
+    tasks_answered: int
+    tasks_lost: int
+    tasks_answered_twice: int
+    seconds: float
+
+
+def count_actions(output: str) -> tuple[int, int]:
+    """(graceful, hard): the watchdog's recycles and restarts in the runner's output."""
+    graceful = hard = 0
+    for line in output.splitlines():
+        if "runner" not in line or not any(action in line for action in ACTIONS):
+            continue
+        if HARD in line:
+            hard += 1
+        elif GRACEFUL in line:
+            graceful += 1
+    return graceful, hard
+
+
+class PeakSampler(threading.Thread):
+    """The largest total PSS of the runner's tree seen until stop()."""
+
+    def __init__(self, runner: ProcessHandle) -> None:
+        super().__init__(daemon=True)
+        self.runner = runner
+        self.peak = 0.0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(SAMPLE_SECONDS):
+            self.peak = max(self.peak, tree_pss_mb(self.runner))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join(timeout=10)
+        return self.peak
+
+
+def run_once(env: dict[str, str], work: Path, args: argparse.Namespace) -> Figures:
+    budget = resolve_budget(BUDGET_MB, None)
+    env = env | {"MEMORY_BUDGET_MB": str(BUDGET_MB), "CELERY_APP": "tests.e2e.leaky_tasks"}
+    began = time.monotonic()
+    runner = start_runner(env, work)
+    traffic = Traffic(env["PORT"])
+    sampler = PeakSampler(runner)
+    client = None
+    try:
+        wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+        idle = startup.settled_pss_mb(lambda: tree_pss_mb(runner))
+        traffic.start()
+        sampler.start()
+        client = celery_client(env)
+        pending = []
+        sent = 0
+        answers: dict[str, int] = {}
+        deadline = time.monotonic() + args.max_seconds
+        # Keep the queue fed until the watchdog has acted often enough.
+        while sum(count_actions(runner.output())) < args.recycles:
+            if runner.poll() is not None:
+                raise AssertionError(f"the runner exited with {runner.returncode}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"only {sum(count_actions(runner.output()))} watchdog action(s) in "
+                    f"{args.max_seconds} s"
+                )
+            pending = [result for result in pending if not result.ready()]
+            while len(pending) < args.in_flight:
+                result = client.send_task(HOLD_TASK, (args.leak_mb, args.hold_seconds))
+                pending.append(result)
+                answers[result.id] = 0
+                sent += 1
+            time.sleep(SAMPLE_SECONDS)  # pacing the sender, not waiting for an event
+        # Every task sent must be answered, the last ones after the recycling.
+        for task_id in answers:
+            try:
+                client.AsyncResult(task_id).get(timeout=RESULT_TIMEOUT, propagate=True)
+                answers[task_id] = 1
+            except Exception:  # lost, or failed: both count as not answered
+                answers[task_id] = 0
+        graceful, hard = count_actions(runner.output())
+        peak = sampler.stop()
+        traffic.stop()
+        ran = [line for line in runner.output().splitlines() if f"Task {HOLD_TASK}[" in line]
+        succeeded = [line for line in ran if "succeeded" in line]
+        ids = [line.split(f"{HOLD_TASK}[", 1)[1].split("]", 1)[0] for line in succeeded]
+        repeated = sorted({task_id for task_id in ids if ids.count(task_id) > 1})
+        for task_id in repeated:  # say why: the lines of each task that ran more than once
+            said = [line for line in runner.output().splitlines() if task_id in line]
+            print(f"ran twice: {task_id}\n" + "\n".join(said), file=sys.stderr, flush=True)
+        runner.send_signal(signal.SIGTERM)
+        runner.wait(timeout=STOP_TIMEOUT)
+        return Figures(
+            idle_pss_mb=idle,
+            peak_pss_mb=max(peak, idle),
+            budget_mb=BUDGET_MB,
+            soft_line_mb=budget.usable_mb,
+            last_resort_mb=budget.last_resort_mb,
+            graceful_recycles=graceful,
+            hard_restarts=hard,
+            requests_sent=traffic.sent,
+            requests_failed=len(traffic.failures),
+            tasks_sent=sent,
+            tasks_answered=sum(answers.values()),
+            tasks_lost=sent - sum(answers.values()),
+            tasks_answered_twice=len(repeated),
+            seconds=time.monotonic() - began,
+        )
+    finally:
+        sampler.done.set()
+        traffic.done.set()
+        if client is not None:
+            client.close()
+        runner.kill_tree()
+
+
+def table(medians: dict[str, dict[str, float]], runs: int, args: argparse.Namespace) -> str:
+    lines = [
+        f"Medians of {runs} run(s), {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. "
+        f"`python -m runner` defaults, MEMORY_BUDGET_MB={BUDGET_MB}; {args.in_flight} tasks "
+        f"in flight, each keeping {args.leak_mb} MB for good after {args.hold_seconds:g} s; "
+        "HTTP traffic on `/` and `/healthz` throughout.",
+        "",
+        "| broker | idle PSS (MB) | peak PSS (MB) | peak / budget | graceful recycles "
+        "| hard restarts | requests sent / failed | tasks sent / lost / twice |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for broker, m in medians.items():
+        lines.append(
+            f"| {broker} | {m['idle_pss_mb']:.0f} | {m['peak_pss_mb']:.0f} "
+            f"| {m['peak_pss_mb'] / m['budget_mb']:.2f} | {m['graceful_recycles']:g} "
+            f"| {m['hard_restarts']:g} | {m['requests_sent']:.0f} / {m['requests_failed']:g} "
+            f"| {m['tasks_sent']:.0f} / {m['tasks_lost']:g} / {m['tasks_answered_twice']:g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.leak", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--recycles", type=int, default=2, help="watchdog actions per run")
+    parser.add_argument("--broker", choices=("local", "redis", "both"), default="both")
+    parser.add_argument("--leak-mb", type=int, default=6)
+    parser.add_argument("--hold-seconds", type=float, default=2.0)
+    parser.add_argument("--in-flight", type=int, default=2)
+    parser.add_argument("--max-seconds", type=float, default=600, help="per run, to recycle")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write every figure here")
+    args = parser.parse_args(argv)
+    brokers = ("local", "redis") if args.broker == "both" else (args.broker,)
+
+    results: dict[str, list[dict]] = {broker: [] for broker in brokers}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="bench-leak-") as tmp_name:
+        tmp = Path(tmp_name)
+        with RedisServer(tmp / "redis", password="bench") as server:
+            for number in range(args.runs):
+                for broker in brokers:
+                    work = tmp / f"{broker}-{number}"
+                    work.mkdir()
+                    env = startup.environment(work, server.url() if broker == "redis" else None)
+                    if broker == "redis":
+                        with server.client() as redis_client:
+                            redis_client.flushall()
+                    try:
+                        figures = asdict(run_once(env, work, args))
+                    except Exception as error:  # report, and carry on with the others
+                        errors.append(f"run {number + 1} {broker}: {error!r}")
+                        print(errors[-1], file=sys.stderr, flush=True)
+                        continue
+                    results[broker].append(figures)
+                    print(f"run {number + 1} {broker}: {figures}", file=sys.stderr, flush=True)
+
+    medians = {
+        broker: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        for broker, runs in results.items()
+        if runs
+    }
+    text = table(medians, args.runs, args)
+    print(text, end="")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"machine": machine(), "runs": results, "medians": medians, "errors": errors},
+                indent=2,
+            )
+        )
+    failed = any(
+        run["requests_failed"] or run["tasks_lost"] for runs in results.values() for run in runs
+    )
+    return 1 if errors or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
