@@ -147,6 +147,7 @@ LATENCY_CONDITIONS = (
 
 METRICS = (
     Metric("idle_pss_mb", "idle memory, total PSS (MB)", 0),
+    Metric("idle_rss_sum_mb", "idle memory, RSS summed per process, sharing ignored (MB)", 0),
     Metric("peak_pss_mb", "peak memory under mixed load, total PSS (MB)", 0),
     Metric("healthz_seconds", "cold start to /healthz 200, wall (s)", 2),
     Metric("healthz_cpu_seconds", "cold start to /healthz 200, CPU of the tree (s)", 2),
@@ -395,6 +396,7 @@ def measure_plain(
         figures["idle_pss_mb"] = startup.settled_pss_mb(
             lambda: startup.total_pss_mb(startup.tree_of(handles))
         )
+        figures["idle_rss_sum_mb"] = startup.total_rss_mb(startup.tree_of(handles))
         time.sleep(max(0.0, settled_at - time.monotonic()))  # start-up traffic is not idle
         # The idle window: nothing the bench does in it talks to Redis (GET / does not).
         redis_idle.reset_stats(server)

@@ -10,17 +10,17 @@ median of ``--runs`` runs. Results: a markdown table on stdout and in
 ``bench/results/process_costs.md``, every sample in ``bench/results/process_costs.json``.
 
 Scenarios:
-- ``python -m runner`` itself, with the variables it understands today (sync Gunicorn
-  workers with ``--preload``, a prefork Celery worker, beat embedded or separate);
-- plain commands for what the runner cannot express yet (Gunicorn ``gthread``, Celery's
-  ``threads`` pool), each program alone;
-- candidate plans: the runner's own supervisor (``python -m runner.supervise``) with the
-  configuration the runner renders, commands swapped for the variants above;
+- ``python -m runner`` itself: its defaults (``runner-default``), the prefork pool it uses
+  from 1024 MB (``runner-prefork``), and series over ``WEB_CONCURRENCY`` /
+  ``CELERY_CONCURRENCY`` 1-3 with ``CELERY_POOL=prefork`` and beat embedded or separate,
+  from which the per-child and per-thread costs are derived;
+- plain commands for one program alone: Gunicorn ``gthread`` with ``--preload``, Celery's
+  ``threads`` pool with and without beat;
 - the seed's three services (Gunicorn, Celery worker, Celery beat), each measured alone,
   as each would run on its own Render instance, summed.
 
 From these it derives the per-process costs that ``runner.budget`` records, and the ratio
-of each candidate's tree to the seed's layout (the issue's target is at most 0.60).
+of the runner's trees to the seed's layout (the issue's target is at most 0.60).
 
 Without ``--redis`` every program uses the runner's local default broker (a folder in a
 temporary directory); with it, a throwaway redis-server on a free port serves both.
@@ -52,12 +52,7 @@ import requests
 from celery import Celery
 
 from runner.django import local_paths, runner_settings
-from runner.launch import child_environment
 from runner.memory import MB, ProcessTreeMemory, sample_tree
-from runner.plan import Program, make_plan
-from runner.project import find_project
-from runner.settings import load_settings
-from runner.supervisor import render_supervisord_conf
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, start_process, tail, wait_for
 from tests.support.redis_server import RedisServer
@@ -133,9 +128,15 @@ def _markers(worker: bool, beat: bool) -> tuple[str | re.Pattern[str], ...]:
 
 
 def runner_scenario(
-    key: str, title: str, *, web: int | None, worker: int | None, beat: str | None
+    key: str,
+    title: str,
+    *,
+    web: int | None,
+    worker: int | None,
+    beat: str | None,
+    pool: str | None = None,
 ) -> Scenario:
-    """``python -m runner`` with RUN_*/WEB_CONCURRENCY/CELERY_CONCURRENCY/BEAT_MODE."""
+    """``python -m runner`` with RUN_*/WEB_CONCURRENCY/CELERY_CONCURRENCY/BEAT_MODE/CELERY_POOL."""
 
     def build(ctx: RunContext) -> list[Service]:
         env = dict(ctx.env) | {
@@ -150,6 +151,8 @@ def runner_scenario(
             env["CELERY_CONCURRENCY"] = str(worker)
         if beat is not None:
             env["BEAT_MODE"] = beat
+        if pool is not None:
+            env["CELERY_POOL"] = pool
         return [
             Service(
                 "runner",
@@ -228,75 +231,39 @@ def seed_beat(ctx: RunContext) -> Service:
     return Service("beat", argv, _plain_env(ctx), ctx.tmp, log_markers=_markers(False, True))
 
 
-# Candidate plans: what `python -m runner` renders for the default capacity (2 concurrent
-# requests, 2 concurrent tasks, beat), with the web and/or worker command swapped.
-def _gthread_command(program: Program, threads: int) -> tuple[str, ...]:
-    command = list(program.command)
-    at = command.index("--workers")
-    command[at : at + 2] = ["--workers", "1", "--worker-class", "gthread"]
-    command[at + 4 : at + 4] = ["--threads", str(threads)]
-    return tuple(command)
-
-
-def _threads_pool_command(program: Program) -> tuple[str, ...]:
-    # --max-tasks-per-child only applies to prefork: dropped rather than silently ignored.
-    kept = [arg for arg in program.command if not arg.startswith("--max-tasks-per-child")]
-    return (*kept, "--pool=threads")
-
-
-def candidate_scenario(key: str, title: str, *, gthread: bool, threads_pool: bool) -> Scenario:
-    def build(ctx: RunContext) -> list[Service]:
-        env = dict(ctx.env) | {"RUN_MIGRATIONS": "false"}
-        settings = load_settings(env, REPO_ROOT)
-        project = find_project(
-            settings.django_settings_module,
-            settings.celery_app,
-            (REPO_ROOT / "manage.py").read_text(),
-        )
-        plan = make_plan(settings, project)
-        programs = []
-        for program in plan.programs:
-            if program.name == "web" and gthread:
-                program = dataclasses.replace(program, command=_gthread_command(program, 2))
-            if program.name == "worker" and threads_pool:
-                program = dataclasses.replace(program, command=_threads_pool_command(program))
-            programs.append(program)
-        plan = dataclasses.replace(plan, programs=tuple(programs))
-        run_dir = ctx.tmp / "supervise"  # runner.supervise deletes this directory at exit
-        run_dir.mkdir()
-        conf = run_dir / "supervisord.conf"
-        conf.write_text(render_supervisord_conf(plan, run_dir))
-        return [
-            Service(
-                "runner",
-                (sys.executable, "-m", "runner.supervise", str(conf)),
-                child_environment(env, settings, plan),
-                REPO_ROOT,
-                http_path="/healthz",
-                log_markers=_markers(True, True),
-            )
-        ]
-
-    return Scenario(key, title, build, ("candidate",))
-
-
 def scenarios() -> list[Scenario]:
     """Every layout, in the order they run within one round."""
     found = [
         runner_scenario(
             "runner-default",
-            "runner default: sync 2, prefork 2, beat embedded",
+            "runner defaults (2 requests, 2 tasks, beat; the plan's pool below 1024 MB)",
             web=2,
             worker=2,
             beat="embedded",
-        )
+        ),
+        runner_scenario(
+            "runner-prefork",
+            "runner, CELERY_POOL=prefork (the plan's pool from 1024 MB)",
+            web=2,
+            worker=2,
+            beat="embedded",
+            pool="prefork",
+        ),
     ]
     for n in (1, 3):
-        title = f"runner: sync {n}, prefork {n}, beat embedded"
-        found.append(runner_scenario(f"runner-emb-{n}", title, web=n, worker=n, beat="embedded"))
+        title = f"runner: web {n}, prefork {n}, beat embedded"
+        found.append(
+            runner_scenario(
+                f"runner-emb-{n}", title, web=n, worker=n, beat="embedded", pool="prefork"
+            )
+        )
     for n in (1, 2, 3):
-        title = f"runner: sync {n}, prefork {n}, beat separate"
-        found.append(runner_scenario(f"runner-sep-{n}", title, web=n, worker=n, beat="separate"))
+        title = f"runner: web {n}, prefork {n}, beat separate"
+        found.append(
+            runner_scenario(
+                f"runner-sep-{n}", title, web=n, worker=n, beat="separate", pool="prefork"
+            )
+        )
     for t in (1, 2, 3):
         title = f"gunicorn gthread 1 worker x {t} threads, preload"
         found.append(plain_scenario(f"gthread-1x{t}", title, gthread_web(t)))
@@ -307,24 +274,6 @@ def scenarios() -> list[Scenario]:
             worker = celery_worker("threads", c, beat=beat)
             found.append(plain_scenario(f"threads-{c}{suffix}", title, worker))
     found += [
-        candidate_scenario(
-            "cand-gthread-prefork",
-            "gthread 1x2 + prefork 2 + beat embedded",
-            gthread=True,
-            threads_pool=False,
-        ),
-        candidate_scenario(
-            "cand-sync-threads",
-            "sync 2 + threads pool 2 + beat embedded",
-            gthread=False,
-            threads_pool=True,
-        ),
-        candidate_scenario(
-            "cand-gthread-threads",
-            "gthread 1x2 + threads pool 2 + beat embedded",
-            gthread=True,
-            threads_pool=True,
-        ),
         plain_scenario("seed-web", "seed: gunicorn app.wsgi --workers 2 --timeout 120", seed_web),
         plain_scenario(
             "seed-worker",
@@ -337,7 +286,7 @@ def scenarios() -> list[Scenario]:
 
 
 SEED_PARTS = ("seed-web", "seed-worker", "seed-beat")
-COMPARED = ("runner-default", "cand-gthread-prefork", "cand-sync-threads", "cand-gthread-threads")
+COMPARED = ("runner-default", "runner-prefork")
 
 
 # ----------------------------------------------------------------------------------------
@@ -640,8 +589,8 @@ def derive_costs(results: list[RunResult], warm: bool = False) -> dict[str, floa
         return points[1] - slope, slope
 
     def same_n(prefix: str, n: int) -> list[str]:
-        # runner-default is the "2" of the embedded series
-        extra = ["runner-default"] if n == 2 and prefix == "runner-emb" else []
+        # runner-prefork is the "2" of the embedded series
+        extra = ["runner-prefork"] if n == 2 and prefix == "runner-emb" else []
         return [f"{prefix}-{n}", *extra]
 
     def beat_delta(with_beat: dict, without: dict) -> float | None:
@@ -653,8 +602,9 @@ def derive_costs(results: list[RunResult], warm: bool = False) -> dict[str, floa
             ]
         )
 
+    # The runner's web: one preloaded gthread worker with WEB_CONCURRENCY threads (up to 4).
     web = {n: program(same_n("runner-emb", n) + same_n("runner-sep", n), "web") for n in (1, 2, 3)}
-    web_master, web_worker = line(web)
+    web_first, web_thread = line(web)
     gthread = {t: program([f"gthread-1x{t}"], "web") for t in (1, 2, 3)}
     _, gthread_thread = line(gthread)
     prefork = {n: program(same_n("runner-sep", n), "worker") for n in (1, 2, 3)}
@@ -663,16 +613,12 @@ def derive_costs(results: list[RunResult], warm: bool = False) -> dict[str, floa
     threads = {c: program([f"threads-{c}"], "worker") for c in (1, 2, 3)}
     threads_main, threads_thread = line(threads)
     threads_beat = {c: program([f"threads-{c}-B"], "worker") for c in (1, 2, 3)}
-    gthread_worker = None
-    if gthread[1] is not None and web_master is not None:
-        gthread_worker = gthread[1] - web_master  # master + one 1-thread worker, minus master
     runner_keys = [r.scenario for r in results if "supervisord" in r.programs]
     costs = {
         "supervisord": program(runner_keys, "supervisord"),
-        "web_master_preload": web_master,
-        "web_sync_worker": web_worker,
-        "web_gthread_worker_1_thread": gthread_worker,
-        "web_gthread_extra_thread": gthread_thread,
+        "web_master_and_gthread_worker": web_first,
+        "web_gthread_extra_thread": web_thread,
+        "web_gthread_extra_thread_alone": gthread_thread,
         "celery_prefork_main": prefork_main,
         "celery_prefork_child": prefork_child,
         "celery_threads_main": threads_main,

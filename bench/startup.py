@@ -73,6 +73,19 @@ def total_pss_mb(processes: list[psutil.Process]) -> float:
     return total / 2**20
 
 
+def total_rss_mb(processes: list[psutil.Process]) -> float:
+    """RSS summed per process: what the tree would use if no page were shared (every
+    process counting the pages it shares as its own). Minus the PSS total, it is what
+    sharing saves (preloaded imports, forking after imports)."""
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
 def settled_pss_mb(sample: Callable[[], float]) -> float:
     """PSS once it has stopped moving (by more than PSS_TOLERANCE_MB) for SETTLE_SECONDS."""
     last, since = sample(), time.monotonic()

@@ -30,7 +30,8 @@ RUNS = [
     run("seed-web", web=108),
     run("seed-worker", worker=92),
     run("seed-beat", beat=66),
-    run("runner-default", supervisord=18, web=54, worker=108),
+    run("runner-prefork", supervisord=18, web=54, worker=108),
+    run("runner-default", supervisord=18, web=54, worker=80),
 ]
 
 
@@ -38,8 +39,8 @@ def test_costs_are_the_line_through_one_and_three_workers():
     """The slope is one more worker or child; the total for one minus it, the first process."""
     assert derive_costs(RUNS) == {
         "supervisord": 18.0,
-        "web_master_preload": 46.5,
-        "web_sync_worker": 3.5,
+        "web_master_and_gthread_worker": 46.5,
+        "web_gthread_extra_thread": 3.5,
         "celery_prefork_main": 69.0,
         "celery_prefork_child": 11.0,
         "beat_embedded_prefork": 18.0,
@@ -49,11 +50,12 @@ def test_costs_are_the_line_through_one_and_three_workers():
 
 def test_after_work_costs_use_the_second_samples():
     """With warm=True the same arithmetic runs on the after-work figures."""
-    assert derive_costs(RUNS, warm=True)["web_master_preload"] == 56.5
+    assert derive_costs(RUNS, warm=True)["web_master_and_gthread_worker"] == 56.5
 
 
 def test_ratio_is_against_the_three_seed_services_summed():
     """The seed's total is web + worker + beat, each measured alone."""
     compared = ratios(summarise(RUNS))
     assert compared["seed"] == {"total_mb": 266.0}
-    assert compared["runner-default"] == {"total_mb": 180.0, "ratio": round(180 / 266, 3)}
+    assert compared["runner-default"] == {"total_mb": 152.0, "ratio": round(152 / 266, 3)}
+    assert compared["runner-prefork"] == {"total_mb": 180.0, "ratio": round(180 / 266, 3)}
