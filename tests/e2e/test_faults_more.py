@@ -17,7 +17,9 @@ import psutil
 import pytest
 import requests
 
+from tests.conftest import make_password
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.redis_server import RedisServer
 from tests.support.runner import run_client, start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
@@ -189,6 +191,51 @@ def test_redis_restart_worker_reconnects_and_web_keeps_answering(
         # Reconnected by itself: the same worker process, not a restart by supervisord.
         assert worker_main(runner) == worker_before
         stop_and_check(runner)
+
+
+QUEUED_BEFORE_RESTART = 6  # slow tasks: 2 run (the default concurrency), 4 wait
+
+
+def test_persistent_redis_restart_loses_no_task(runner_env, tmp_path: Path, tmp_path_factory):
+    """With a Redis that keeps its data (an append-only file, as managed plans keep), a
+    restart while tasks run and wait in the queue loses none: every task sent before the
+    restart and every task sent after it completes, counted by its result; /healthz never
+    fails and the worker reconnects by itself."""
+    with RedisServer(
+        tmp_path_factory.mktemp("redis-aof"), password=make_password(), persistent=True
+    ) as server:
+        runner_env |= {"REDIS_URL": server.url(), "RUN_BEAT": "false"}
+        runner = start_runner(runner_env, tmp_path)
+        with runner:
+            wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
+            worker_before = worker_main(runner)
+            before = run_client(
+                runner_env,
+                "from app.celery import app; print(' '.join(app.send_task('app.tasks.slow', "
+                f"({SLOW_TASK_SECONDS},)).id for _ in range({QUEUED_BEFORE_RESTART})))",
+                30,
+            ).split()
+            runner.wait_for_output(f"Task app.tasks.slow[{before[0]}] received", START_TIMEOUT)
+            with HealthProbe(health_url(runner_env)) as probe:
+                server.restart()
+                code = (
+                    "from app.celery import app; "
+                    "after = [app.send_task('app.tasks.add', (i, i)) for i in range(5)]; "
+                    f"slow = [app.AsyncResult(i).get(timeout={TASK_TIMEOUT * 3}) for i in "
+                    f"{before!r}]; "
+                    f"added = [r.get(timeout={TASK_TIMEOUT * 3}) for r in after]; "
+                    "print(len(slow), sum(slow), len(added), sum(added))"
+                )
+                counted = run_client(runner_env, code, TASK_TIMEOUT * 6 + 30)
+            assert counted.split() == [
+                str(QUEUED_BEFORE_RESTART),
+                str(QUEUED_BEFORE_RESTART * SLOW_TASK_SECONDS) + ".0",
+                "5",
+                str(sum(2 * i for i in range(5))),
+            ], runner.output()[-4000:]
+            assert probe.failures == []
+            assert worker_main(runner) == worker_before
+            stop_and_check(runner)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """A real, throwaway redis-server on a free loopback port: plain or TLS-only, maybe with a password.
 
 Never the system Redis on 6379: every server here gets its own port, directory and
-log, keeps nothing on disk (``--save "" --appendonly no``) and is stopped by PID.
+log, keeps nothing on disk (``--save "" --appendonly no``) unless made ``persistent``
+(an append-only file in its directory, as managed Redis plans keep), and is stopped by PID.
 """
 
 import signal
@@ -55,9 +56,15 @@ class RedisServer:
         password: str | None = None,
         tls: TlsMaterial | None = None,
         executable: str = REDIS_SERVER,
+        persistent: bool = False,
     ) -> None:
-        """Configure a server that keeps its log in ``work_dir``; nothing starts yet."""
+        """Configure a server that keeps its log in ``work_dir``; nothing starts yet.
+
+        ``persistent``: every write goes to an append-only file in ``work_dir``, synced at
+        once (``appendfsync always``), so a restart keeps the data.
+        """
         self.work_dir = work_dir
+        self.persistent = persistent
         self.password = password
         self.tls = tls
         self.executable = executable
@@ -133,7 +140,8 @@ class RedisServer:
             handle.kill_tree()
 
     def restart(self, timeout: float = START_TIMEOUT) -> None:
-        """Stop the server (if running) and start it again on the same port; the data is gone."""
+        """Stop the server (if running) and start it again on the same port; the data is gone
+        unless the server is ``persistent``."""
         self.stop()
         self.start(timeout)
 
@@ -188,11 +196,13 @@ class RedisServer:
             self.executable,
             "--bind", self.host,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
             "--dir", str(self.work_dir),
             "--daemonize", "no",
             "--logfile", "",
         ]  # fmt: skip
+        if self.persistent:
+            argv += ["--appendfsync", "always"]
         if self.tls:
             argv += [
                 "--port", "0",
