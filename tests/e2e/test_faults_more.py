@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import make_password
+from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import run_client, start_runner, wait_http_ok
@@ -117,7 +118,16 @@ def worker_main(runner: ProcessHandle) -> psutil.Process | None:
 
 
 def beat(runner: ProcessHandle) -> psutil.Process | None:
-    return program(runner, "runner.celery_entry", "beat")
+    """The separate beat program: ``beat`` as Celery's subcommand, not a substring (the
+    worker's ``--without-heartbeat`` and embedded ``--beat`` contain it too)."""
+    for child in psutil.Process(runner.pid).children():
+        try:
+            command = child.cmdline()
+        except psutil.NoSuchProcess:
+            continue
+        if "runner.celery_entry" in command and "beat" in command:
+            return child
+    return None
 
 
 def pool_children(runner: ProcessHandle) -> list[psutil.Process]:
@@ -236,6 +246,58 @@ def test_persistent_redis_restart_loses_no_task(runner_env, tmp_path: Path, tmp_
             assert probe.failures == []
             assert worker_main(runner) == worker_before
             stop_and_check(runner)
+
+
+# Celery's line while its consumer waits for the broker; the beat leader lock's line.
+WORKER_WAITS = "consumer: Cannot connect to redis://default:**@127.0.0.1:"
+BEAT_WAITS = "standby: cannot reach Redis at redis://default:***@127.0.0.1:"
+BEAT_LEADS = "leader: this instance sends the periodic tasks"
+REDIS_LATE_LOCK_SECONDS = 6  # the beat's lock: it retries every 2 s
+
+
+@pytest.mark.parametrize("beat_mode", ["embedded", "separate"])
+def test_redis_that_appears_later_is_joined_without_restarts(
+    runner_env, tmp_path: Path, tmp_path_factory, beat_mode: str
+):
+    """Redis down at start: the web serves, the worker and beat say that they wait, and
+    once Redis listens they connect by themselves -- the same processes, no restart by
+    supervisord -- and a task sent then completes and beat leads."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-late"), password=make_password())
+    server.port = free_port()  # known before it starts: the runner gets the URL now
+    runner_env |= {
+        "REDIS_URL": server.url(),
+        "BEAT_MODE": beat_mode,
+        "BEAT_LEADER_LOCK_SECONDS": str(REDIS_LATE_LOCK_SECONDS),
+    }
+    runner = start_runner(runner_env, tmp_path)
+    try:
+        with runner:
+            wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
+            with HealthProbe(health_url(runner_env)) as probe:
+                runner.wait_for_output(WORKER_WAITS, START_TIMEOUT)
+                runner.wait_for_output(BEAT_WAITS, START_TIMEOUT)
+                waiting = {
+                    name: process.pid
+                    for name, process in (("worker", worker_main(runner)), ("beat", beat(runner)))
+                    if process is not None
+                }
+                server.start()
+                assert send_add_task(runner_env) == "5"
+                runner.wait_for_output(BEAT_LEADS, START_TIMEOUT)
+            assert probe.failures == []
+            now = {
+                name: process.pid
+                for name, process in (("worker", worker_main(runner)), ("beat", beat(runner)))
+                if process is not None
+            }
+            assert now == waiting, "a program was restarted instead of waiting for Redis"
+            if beat_mode == "separate":
+                assert now["beat"] != now["worker"]
+            assert "exited unexpectedly" not in runner.output()
+            assert server.password not in runner.output()
+            stop_and_check(runner)
+    finally:
+        server.stop()
 
 
 @dataclass(frozen=True)
