@@ -111,8 +111,25 @@ def requeue_unacknowledged() -> int:
     return requeued
 
 
+def stop_consuming(worker) -> None:
+    """Take no more tasks: cancel the worker's task consumer, as Celery's cold shutdown does
+    before it restores messages. Without it, a message given back can be taken again at
+    once by this same worker, which is about to exit (seen with the local broker: the
+    message was "received" again in the same millisecond, then lost with the process)."""
+    consumer = getattr(worker, "consumer", None)
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is None:
+        return
+    try:
+        task_consumer.cancel()
+    except Exception:  # a broken connection consumes nothing anyway
+        logger.debug("cancelling the task consumer failed", exc_info=True)
+
+
 def _end_warm_shutdown() -> None:
-    pool = getattr(_workers[-1], "pool", None) if _workers else None
+    worker = _workers[-1] if _workers else None
+    pool = getattr(worker, "pool", None)
+    stop_consuming(worker)
     requeued = requeue_unacknowledged()
     if pool is None or pool_can_cancel(pool):
         logger.warning(
