@@ -149,9 +149,27 @@ def _end_warm_shutdown() -> None:
     os._exit(EX_REQUEUED)
 
 
+def _stop_consuming_soon() -> None:
+    """Ask the consumer's own loop to stop taking tasks, at its next turn.
+
+    With the local broker (kombu's filesystem transport, whose consumer is Celery's
+    synchronous loop) a worker in warm shutdown goes on receiving and running new tasks
+    until the last running one ends -- seen here: tasks sent after SIGTERM ran. The
+    memory watchdog restarts a threads-pool worker this way, so a leaking worker kept
+    taking the leaking task and went past the budget. The cancel runs in the loop
+    (``call_soon``), not in this signal handler, which may have interrupted that loop in
+    the middle of the channel's own bookkeeping.
+    """
+    worker = _workers[-1] if _workers else None
+    consumer = getattr(worker, "consumer", None)
+    if consumer is not None and hasattr(consumer, "call_soon"):
+        consumer.call_soon(stop_consuming, worker)
+
+
 def _bound_warm_shutdown(sig=None, how=None, exitcode=None, **_kwargs) -> None:
     if how != "Warm":
         return
+    _stop_consuming_soon()
     seconds = float(os.environ.get(WARM_SHUTDOWN_VARIABLE) or 0)
     if seconds <= 0:
         return

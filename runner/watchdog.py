@@ -13,12 +13,16 @@ The rules, in order:
    gives back; not one with less than RECYCLE_MIN_USS_MB of its own). Processes already
    asked to retire are not asked again. The shares add up to the soft line, so above it
    at least one component is over its share.
+   A component with no process to recycle alone but a graceful stop of its own (beat; the
+   worker with the threads pool: ``Limits.graceful_restart``) is restarted instead, and
+   that restart counts as its recycle (same cool-down).
 3. Above the *last-resort line* (closer to the OOM line), restart that component's whole
-   program; if a restart is backing off, fall back to rule 2.
+   program; if a last-resort restart is backing off, fall back to rule 2. Graceful
+   restarts (rule 2) do not delay it.
 4. Never a loop: after acting on a component, each further action of the same kind on it
    waits a cool-down that doubles with every action in the last half hour (30 s, 60 s, ...
-   for recycles; 2 min, 4 min, ... for restarts; at most 15 and 30 min). While waiting,
-   one line says so, once per cool-down.
+   for recycles; 2 min, 4 min, ... for last-resort restarts; at most 15 and 30 min). While
+   waiting, one line says so, once per cool-down.
 
 How one process is recycled gracefully (read in the sources of the pinned versions):
 
@@ -326,26 +330,37 @@ def decide(
     )
     situation = _situation(limits, target, total, line_name)
 
-    def act(action: Action, line: str) -> Decision:
-        return Decision(action, line, (*kept, Record(action.kind, name, action.pid, now)))
+    def act(action: Action, line: str, kind: str | None = None) -> Decision:
+        record = Record(kind or action.kind, name, action.pid, now)
+        return Decision(action, line, (*kept, record))
 
     def wait(line: str) -> Decision:
         if _said_since_last_action(kept, name):
             return Decision(None, None, kept)
         return Decision(None, line, (*kept, Record(WAIT, name, None, now)))
 
-    restartable = hard or name in limits.graceful_restart
+    # Last-resort restarts have a history of their own: a graceful restart at the soft line
+    # must not hold back the one step left before the OOM line (seen: a threads-pool worker
+    # restarted gracefully, leaking again, waited out the restart cool-down past the budget).
     restart_wait = _blocked_for(kept, RESTART, name, now)
-    if restartable and restart_wait == 0:
-        why = (
-            "the last step before the OOM line"
-            if hard
-            else "it stops taking work and finishes what it has first"
+    if hard and restart_wait == 0:
+        line = (
+            f"{situation}: restarting {name} (pid {target.program_pid}), the last step "
+            "before the OOM line"
         )
-        line = f"{situation}: restarting {name} (pid {target.program_pid}), {why}"
         return act(Action(RESTART, name, target.program_pid, None), line)
 
     recycle_wait = _blocked_for(kept, RECYCLE, name, now)
+    graceful = name in limits.graceful_restart
+    if graceful and recycle_wait == 0:
+        # The component's way to give memory back (no child to recycle): the program's
+        # graceful stop, on the recycling cadence.
+        line = (
+            f"{situation}: restarting {name} (pid {target.program_pid}), it stops taking "
+            "work and finishes what it has first"
+        )
+        return act(Action(RESTART, name, target.program_pid, None), line, RECYCLE)
+
     candidates, pending = _recyclable(target, kept)
     if candidates and recycle_wait == 0:
         chosen = candidates[0]
@@ -360,8 +375,8 @@ def decide(
     if pending and not candidates:
         pids = ", ".join(str(p.pid) for p in pending)
         return wait(f"{situation}: waiting for {pids} to finish and exit as asked")
-    blocked = [(restart_wait, RESTART)] if restartable else []
-    if candidates:
+    blocked = [(restart_wait, RESTART)] if hard else []
+    if candidates or graceful:
         blocked.append((recycle_wait, RECYCLE))
     if not blocked:
         return wait(

@@ -215,6 +215,31 @@ def test_threads_pool_worker_restarts_gracefully_at_the_soft_line():
     assert decide(limits, samples, (), NOW).action == Action(RESTART, "worker", WORKER_PID, None)
 
 
+def test_a_graceful_restart_is_on_the_recycling_cadence():
+    """A threads-pool worker's graceful restart is its way to recycle: recorded as a
+    recycle, so the next one may follow after the recycle cool-down (30 s), not 120 s."""
+    limits = Limits(512, 460, 491, SHARES, frozenset({"beat", "worker"}))
+    samples = (web(20, 20), worker(main=380, beat=16))
+    first = decide(limits, samples, (), NOW)
+    assert first.history[-1].kind == RECYCLE
+    waiting = decide(limits, samples, first.history, NOW + 29)
+    assert waiting.action is None and "backing off" in (waiting.line or "")
+    again = decide(limits, samples, first.history, NOW + 31)
+    assert again.action == Action(RESTART, "worker", WORKER_PID, None)
+
+
+def test_a_graceful_restart_does_not_hold_back_the_last_resort():
+    """Over the last-resort line a restart happens even right after a graceful one: the
+    leak that outgrew the graceful restart must not reach the OOM line."""
+    limits = Limits(512, 460, 491, SHARES, frozenset({"beat", "worker"}))
+    history = (recycled("worker", WORKER_PID, NOW - 5),)
+    samples = (web(20, 20), worker(main=420, beat=16))
+    decision = decide(limits, samples, history, NOW)
+    assert decision.action == Action(RESTART, "worker", WORKER_PID, None)
+    assert "the last step before the OOM line" in (decision.line or "")
+    assert decision.history[-1].kind == RESTART
+
+
 @pytest.mark.parametrize(
     ("kind", "recent", "seconds"),
     [
