@@ -63,27 +63,25 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def total_pss_mb(processes: list[psutil.Process]) -> float:
+def _summed_mb(processes: list[psutil.Process], read: Callable[[psutil.Process], int]) -> float:
     total = 0
     for process in processes:
         try:
-            total += process.memory_full_info().pss
-        except psutil.Error:
+            total += read(process)
+        except psutil.Error:  # gone meanwhile
             continue
     return total / 2**20
+
+
+def total_pss_mb(processes: list[psutil.Process]) -> float:
+    return _summed_mb(processes, lambda process: process.memory_full_info().pss)
 
 
 def total_rss_mb(processes: list[psutil.Process]) -> float:
     """RSS summed per process: what the tree would use if no page were shared (every
     process counting the pages it shares as its own). Minus the PSS total, it is what
     sharing saves (preloaded imports, forking after imports)."""
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / 2**20
+    return _summed_mb(processes, lambda process: process.memory_info().rss)
 
 
 def settled_pss_mb(sample: Callable[[], float]) -> float:
