@@ -51,12 +51,7 @@ from redis.retry import Retry
 from runner.environment import EnvironmentReader
 from runner.errors import ConfigError, Problem
 from runner.redis import broker_redis_url, client_kwargs, mask_url, read_redis_settings
-from runner.settings import (
-    BEAT_LEADER_LOCK_VARIABLE,
-    DEFAULT_BEAT_LEADER_LOCK_SECONDS,
-    MAX_BEAT_LEADER_LOCK_SECONDS,
-    MIN_BEAT_LEADER_LOCK_SECONDS,
-)
+from runner.settings import read_beat_leader_lock_seconds
 
 # Under the same "runner:" namespace as the migration lock; the Celery app's name follows,
 # so two projects sharing one Redis each get their own leader.
@@ -80,12 +75,7 @@ logger = logging.getLogger(__name__)
 def lock_seconds(environ: Mapping[str, str]) -> int:
     """``BEAT_LEADER_LOCK_SECONDS``, checked as the runner checked it at start."""
     env = EnvironmentReader(environ)
-    seconds = env.int(
-        BEAT_LEADER_LOCK_VARIABLE,
-        DEFAULT_BEAT_LEADER_LOCK_SECONDS,
-        minimum=MIN_BEAT_LEADER_LOCK_SECONDS,
-        maximum=MAX_BEAT_LEADER_LOCK_SECONDS,
-    )
+    seconds = read_beat_leader_lock_seconds(env)
     if env.problems:
         raise ConfigError(env.problems)
     return seconds

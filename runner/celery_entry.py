@@ -35,9 +35,8 @@ import threading
 from celery.signals import worker_init, worker_shutting_down
 
 from runner import celery_hooks
+from runner.plan import NICENESS_VARIABLE, WARM_SHUTDOWN_VARIABLE
 
-WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
-NICENESS_VARIABLE = "RUNNER_NICENESS"  # runner.plan sets it when the web shares the instance
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 
 logger = logging.getLogger("runner.celery_entry")
@@ -129,6 +128,8 @@ def stop_consuming(worker) -> None:
 def _end_warm_shutdown() -> None:
     worker = _workers[-1] if _workers else None
     pool = getattr(worker, "pool", None)
+    # Again, from here: the cancel asked for at the start of the warm shutdown runs only if
+    # the consumer's loop still turns, which Redis's event loop may no longer do by now.
     stop_consuming(worker)
     requeued = requeue_unacknowledged()
     if pool is None or pool_can_cancel(pool):

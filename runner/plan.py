@@ -40,6 +40,8 @@ STOP_MARGIN_SECONDS = 5
 # tasks get the CPU whenever the web is idle (bench/compare.py measures it).
 BACKGROUND_NICENESS = 10
 NICENESS_VARIABLE = "RUNNER_NICENESS"
+# The warm shutdown's bound, read by runner.celery_entry in the worker.
+WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
 
 HEALTH_PATH = "/healthz"
 WSGI_ENTRY = "runner.wsgi:application"
@@ -163,7 +165,7 @@ def _worker(
     if embed_beat:
         command += ("--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}")
         command += _beat_scheduler(settings)
-    environment = (("RUNNER_WARM_SHUTDOWN_SECONDS", str(grace)), *_background(settings))
+    environment = ((WARM_SHUTDOWN_VARIABLE, str(grace)), *_background(settings))
     return Program(
         "worker",
         command,

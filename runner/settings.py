@@ -202,6 +202,17 @@ class Settings:
         return tuple(name for name, on in names if on)
 
 
+def read_beat_leader_lock_seconds(env: EnvironmentReader) -> int:
+    """``BEAT_LEADER_LOCK_SECONDS``: read here at start, and again by beat's scheduler
+    (``runner.beat_leader``) in its own process."""
+    return env.int(
+        BEAT_LEADER_LOCK_VARIABLE,
+        DEFAULT_BEAT_LEADER_LOCK_SECONDS,
+        minimum=MIN_BEAT_LEADER_LOCK_SECONDS,
+        maximum=MAX_BEAT_LEADER_LOCK_SECONDS,
+    )
+
+
 def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
     """Build Settings from ``environ``; raise ConfigError listing every bad variable."""
     env = EnvironmentReader(environ)
@@ -235,12 +246,7 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         celery_pool=env.choice("CELERY_POOL", "auto", POOLS),
         status_token=env.text("RUNNER_STATUS_TOKEN"),
         keep_awake_url=env.text("KEEP_AWAKE_URL"),
-        beat_leader_lock_seconds=env.int(
-            BEAT_LEADER_LOCK_VARIABLE,
-            DEFAULT_BEAT_LEADER_LOCK_SECONDS,
-            minimum=MIN_BEAT_LEADER_LOCK_SECONDS,
-            maximum=MAX_BEAT_LEADER_LOCK_SECONDS,
-        ),
+        beat_leader_lock_seconds=read_beat_leader_lock_seconds(env),
     )
     if settings.status_token and len(settings.status_token) < MIN_STATUS_TOKEN_LENGTH:
         env.problem(

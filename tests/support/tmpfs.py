@@ -28,6 +28,14 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
 
 
+def _skip_outside_ci(reason: str) -> None:
+    """Skip on a developer's machine that cannot mount; fail in CI, which runs as root and
+    must exercise the disk faults (a skip there would hide a broken mount)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI cannot run the disk-fault tests: {reason}")
+    pytest.skip(reason)
+
+
 class TmpfsMounts:
     """The tmpfs mounts of one test; unmount_all() undoes them, last first."""
 
@@ -37,11 +45,11 @@ class TmpfsMounts:
     def mount(self, path: Path, size_kb: int) -> Path:
         """Mount a writable tmpfs of ``size_kb`` KB on ``path`` (created); skip if not allowed."""
         if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root (and root's writes ignore chmod)")
+            _skip_outside_ci("mounting a tmpfs needs root (and root's writes ignore chmod)")
         path.mkdir(parents=True, exist_ok=True)
         result = _run("mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path))
         if result.returncode != 0:
-            pytest.skip(f"mount -t tmpfs is not permitted here: {result.stderr.strip()}")
+            _skip_outside_ci(f"mount -t tmpfs is not permitted here: {result.stderr.strip()}")
         self.paths.append(path)
         return path
 
