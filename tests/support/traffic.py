@@ -11,7 +11,7 @@ import threading
 import psutil
 import requests
 
-from tests.support.processes import ProcessHandle
+from tests.support.processes import ProcessHandle, wait_for
 
 REQUEST_INTERVAL = 0.1  # seconds between two rounds of requests (pacing, not waiting)
 REQUEST_TIMEOUT = 10
@@ -27,6 +27,28 @@ def tree_pss_mb(runner: ProcessHandle) -> float:
         except psutil.Error:
             continue
     return total / 2**20
+
+
+SETTLED_SAMPLES = 4  # consecutive samples within SETTLED_TOLERANCE_MB of each other
+SETTLED_TOLERANCE_MB = 2.0
+
+
+def settled_tree_pss_mb(runner: ProcessHandle, timeout: float) -> float:
+    """The tree's total PSS once it stops moving (the web warms up under traffic, a forked
+    child un-shares what it touches): the last of SETTLED_SAMPLES samples, half a second
+    apart, that lie within SETTLED_TOLERANCE_MB; after ``timeout``, the latest sample."""
+    samples: list[float] = []
+
+    def settled() -> bool:
+        samples.append(tree_pss_mb(runner))
+        recent = samples[-SETTLED_SAMPLES:]
+        return len(recent) == SETTLED_SAMPLES and max(recent) - min(recent) <= SETTLED_TOLERANCE_MB
+
+    try:
+        wait_for(settled, timeout, interval=0.5)
+    except AssertionError:
+        pass  # a tree that keeps moving: its latest size is the best estimate there is
+    return samples[-1]
 
 
 def without_access_log(output: str, tail: int = 4000) -> str:
