@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from runner.config.environment import EnvironmentReader
+from runner.config.settings import LOG_LEVELS
 from runner.django import runner_settings
-from runner.environment import EnvironmentReader
-from runner.settings import LOG_LEVELS
 
 # ------------------------------------------------------------------------------
 # Paths

@@ -1,4 +1,4 @@
-"""CPU the runner's start-up check of the project costs (``runner.discover``), per start.
+"""CPU the runner's start-up check of the project costs (``runner.supervise.discover``), per start.
 
     .venv/bin/python -m bench.discovery [--runs 10]
 
@@ -26,10 +26,10 @@ RUN_TIMEOUT = 60
 SNIPPET = """
 import os, time
 from pathlib import Path
-from runner.discover import discover
-from runner.launch import read_manage_py
-from runner.project import find_project
-from runner.settings import load_settings
+from runner.supervise.discover import discover
+from runner.supervise.discover import read_manage_py
+from runner.config.project import find_project
+from runner.config.settings import load_settings
 cwd = Path.cwd()
 settings = load_settings(os.environ, cwd)
 project = find_project(settings.django_settings_module, settings.celery_app, read_manage_py(cwd))

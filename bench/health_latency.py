@@ -66,7 +66,7 @@ def worker_pool(runner: ProcessHandle) -> list[psutil.Process]:
     """The processes that run tasks: the prefork pool's children, or, with the threads pool
     (no children: beat is off here), the worker's main process itself."""
     for child in psutil.Process(runner.pid).children():
-        if "worker" in child.cmdline() and "runner.celery_entry" in " ".join(child.cmdline()):
+        if "worker" in child.cmdline() and "runner.worker.entry" in " ".join(child.cmdline()):
             return child.children() or [child]
     return []
 

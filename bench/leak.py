@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench import startup
 from bench.process_costs import celery_client, machine
-from runner.budget import resolve_budget
+from runner.config.budget import resolve_budget
 from tests.e2e.leaky_tasks import HOLD_TASK
 from tests.support.processes import ProcessHandle
 from tests.support.redis_server import RedisServer
@@ -49,7 +49,7 @@ START_TIMEOUT = 120
 RESULT_TIMEOUT = 180  # after the last send: a restart, then the re-delivered tasks
 STOP_TIMEOUT = 60
 SAMPLE_SECONDS = 0.25
-# The runner's lines for the watchdog's actions (runner.watchdog).
+# The runner's lines for the watchdog's actions (runner.supervise.watchdog).
 GRACEFUL = "over the soft line"
 HARD = "over the last-resort line"
 ACTIONS = (": restarting ", ": recycling the ")

@@ -4,7 +4,7 @@
 
 Each scenario starts real processes with the demo project (``app``), waits until they are
 ready (``/healthz`` answers, the worker logged "ready.", beat logged "Starting..."), then
-samples the PSS of every process (``runner.memory.sample_tree``) every half second until
+samples the PSS of every process (``runner.supervise.memory.sample_tree``) every half second until
 the total is stable (4 samples within 0.5 MB), and stops them by PID. Each figure is the
 median of ``--runs`` runs. Results: a markdown table on stdout and in
 ``bench/results/process_costs.md``, every sample in ``bench/results/process_costs.json``.
@@ -19,7 +19,7 @@ Scenarios:
 - the seed's three services (Gunicorn, Celery worker, Celery beat), each measured alone,
   as each would run on its own Render instance, summed.
 
-From these it derives the per-process costs that ``runner.budget`` records, and the ratio
+From these it derives the per-process costs that ``runner.config.budget`` records, and the ratio
 of the runner's trees to the seed's layout (the issue's target is at most 0.60).
 
 Without ``--redis`` every program uses the runner's local default broker (a folder in a
@@ -51,8 +51,9 @@ import psutil
 import requests
 from celery import Celery
 
-from runner.django import local_paths, runner_settings
-from runner.memory import MB, ProcessTreeMemory, sample_tree
+from runner.config.settings import local_paths
+from runner.supervise.memory import MB, ProcessTreeMemory, sample_tree
+from runner.web.django_settings import runner_settings
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, start_process, tail, wait_for
 from tests.support.redis_server import RedisServer
@@ -184,7 +185,7 @@ def plain_scenario(key: str, title: str, service: Callable[[RunContext], Service
 def gthread_web(threads: int, *, workers: int = 1) -> Callable[[RunContext], Service]:
     def make(ctx: RunContext) -> Service:
         argv = (
-            sys.executable, "-m", "gunicorn", "runner.wsgi:application",
+            sys.executable, "-m", "gunicorn", "runner.web.wsgi:application",
             "--bind", f"127.0.0.1:{ctx.port}", "--preload",
             "--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads),
         )  # fmt: skip
@@ -654,7 +655,7 @@ def markdown(
     lines = [
         f"PSS in MB, median of {runs} runs: idle, and after work ({WARM_REQUESTS} requests "
         f"to `{WARM_PATH}`, {WARM_TASKS} `{WARM_TASK}` tasks). Programs: supervisord "
-        "(`runner.supervise`), web (Gunicorn), worker (Celery worker with its pool and "
+        "(`runner.supervise.supervisord`), web (Gunicorn), worker (Celery worker with its pool and "
         "embedded beat), beat.",
         "",
         "| Scenario | Layout | Idle | supervisord | web | worker | beat | idle min-max "

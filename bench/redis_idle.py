@@ -14,7 +14,7 @@ Layouts, the same demo project and Celery settings, the same 2 pool processes an
 - Celery's defaults: the seed's commands, ``celery worker`` and ``celery beat``;
 - the runner before issue 3: ``--without-gossip --without-mingle``, beat embedded;
 - the runner now (``python -m runner``): also ``--without-heartbeat`` and BRPOP every 5 s
-  (``runner.django.BROKER_POLLING_SECONDS``).
+  (``runner.web.django_settings.BROKER_POLLING_SECONDS``).
 
 Prints a markdown table; every process started is stopped by PID.
 """

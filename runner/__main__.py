@@ -11,12 +11,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from runner.errors import EXIT_OK, RunnerError
-from runner.logrelay import prefix
+from runner.supervise.logrelay import prefix
 
 
 def _project_lines(plan) -> list[str]:
     """What was found and from where: settings, WSGI app, Celery app, broker, results."""
-    from runner.plan import HEALTH_PATH
+    from runner.config.plan import HEALTH_PATH
 
     project, celery = plan.project, plan.project.celery
     found_in = f": {project.settings_file}" if project.settings_file else ""
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
 
-    from runner import launch
-    from runner.settings import VARIABLES
+    from runner.config.settings import VARIABLES
+    from runner.supervise import launch
 
     if args.command == "variables":
         print("| Variable | Default | Meaning |\n|---|---|---|")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             launch.check(os.environ, cwd)
             return EXIT_OK
         if args.command == "status":
-            from runner import status_text
+            from runner.status import text as status_text
 
             return status_text.main(os.environ, cwd, as_json=args.json)
         launch.start(os.environ, cwd)

@@ -1,50 +1,6 @@
-"""Gunicorn's entry point: the project's WSGI application behind the runner's health check.
+"""Public path of the WSGI entry: ``gunicorn runner.wsgi:application``.
 
-The health path is answered here, before Django, so that it needs no URL in the project and
-never touches the database or Redis: a Redis blip must not make the platform restart a web
-server that is serving fine.
-
-Importing this module also freezes the garbage collector's view of what the import
-created (``gc.freeze()``). Gunicorn imports it once in the master (``--preload``) and forks
-the workers from there; a collection in a worker writes to the header of every object it
-examines, copying the page it sits on, so a worker slowly un-shares the whole preloaded
-project. Frozen objects are never examined again. Measured with a worker serving 600 pages:
-the web's PSS after work 88 -> 76 MB, unchanged at idle (52 MB). The same freeze is done in
-the Celery worker before it forks (``runner.celery_hooks``).
+The code lives in ``runner.web.wsgi``; this name is what a Procfile may hold.
 """
 
-from __future__ import annotations
-
-import gc
-
-from django.core.servers.basehttp import get_internal_wsgi_application
-
-from runner.plan import HEALTH_PATH
-
-HEALTH_BODY = b"ok\n"
-
-
-class HealthCheck:
-    """WSGI middleware answering ``GET``/``HEAD`` on the health path with 200."""
-
-    def __init__(self, app, path: str = HEALTH_PATH) -> None:
-        self.app = app
-        self.path = path
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == self.path:
-            start_response(
-                "200 OK",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(HEALTH_BODY))),
-                    ("Cache-Control", "no-store"),
-                ],
-            )
-            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [HEALTH_BODY]
-        return self.app(environ, start_response)
-
-
-# The project's own WSGI_APPLICATION (what `manage.py runserver` would serve).
-application = HealthCheck(get_internal_wsgi_application())
-gc.freeze()
+from runner.web.wsgi import application  # noqa: F401 (the public name)

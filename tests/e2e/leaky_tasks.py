@@ -10,7 +10,7 @@ How a worker gets these tasks: this module exposes the demo project's Celery app
 ``app``, so it can itself be the app module, found by Celery's ``-A`` like the demo's:
 
 - through the runner: ``CELERY_APP=tests.e2e.leaky_tasks`` (the worker and beat programs
-  then run ``python -m runner.celery_entry -A tests.e2e.leaky_tasks ...``, from the
+  then run ``python -m runner.worker.entry -A tests.e2e.leaky_tasks ...``, from the
   repository root, which ``python -m`` puts on ``sys.path``);
 - by hand: ``celery -A tests.e2e.leaky_tasks worker`` or, with the demo app,
   ``celery -A app worker --include tests.e2e.leaky_tasks`` (``--include`` is a worker

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.beat_leader import LOCK_KEY_PREFIX
+from runner.worker.beat_leader import LOCK_KEY_PREFIX
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import speed_up_heartbeat, start_runner

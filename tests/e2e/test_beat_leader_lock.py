@@ -1,4 +1,4 @@
-"""Two LeaderSchedulers (runner.beat_leader) against one real redis-server: only the lock's
+"""Two LeaderSchedulers (runner.worker.beat_leader) against one real redis-server: only the lock's
 holder lets its inner scheduler tick; close() hands over at the standby's next try; a leader
 that stops renewing is replaced once the lock expires, and steps down when it comes back;
 a leader that cannot reach Redis stops before its lock could pass to another."""
@@ -15,8 +15,8 @@ import pytest
 from celery import Celery
 from celery.beat import Scheduler
 
-from runner.beat_leader import CLIENT_NAME, LeaderScheduler, lock_key
-from runner.settings import VARIABLES
+from runner.config.settings import VARIABLES
+from runner.worker.beat_leader import CLIENT_NAME, LeaderScheduler, lock_key
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer
 
@@ -90,7 +90,7 @@ def tick_until_leading(scheduler: LeaderScheduler, timeout: float) -> float:
 def test_only_the_lock_holder_ticks_its_scheduler(lock_env, schedulers, tmp_path, caplog):
     """One leads and ticks its inner scheduler; the other sends nothing and says once that
     it waits; both sleep no longer than a third of the lock's expiry."""
-    caplog.set_level(logging.INFO, logger="runner.beat_leader")
+    caplog.set_level(logging.INFO, logger="runner.worker.beat_leader")
     app = make_app()
     first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
     sleeps = []

@@ -1,4 +1,4 @@
-"""runner.celery_hooks in a real Celery worker: named processes, one child retired gracefully.
+"""runner.worker.hooks in a real Celery worker: named processes, one child retired gracefully.
 
 A prefork worker (2 children, embedded beat) runs ``tests.e2e.leaky_tasks`` with the hooks
 installed; the test talks to it through the local filesystem broker with its own client.
@@ -16,10 +16,11 @@ import psutil
 import pytest
 from celery import Celery
 
-from runner.celery_hooks import RETIRE_SIGNAL
-from runner.django import local_paths, runner_settings
-from runner.memory import MB, sample_tree
-from runner.watchdog import CELERY_BEAT_NAME, CELERY_CHILD_NAME
+from runner.config.plan import CELERY_BEAT_NAME, CELERY_CHILD_NAME
+from runner.config.settings import local_paths
+from runner.supervise.memory import MB, sample_tree
+from runner.web.django_settings import runner_settings
+from runner.worker.hooks import RETIRE_SIGNAL
 from tests.support.processes import ProcessHandle, start_process, wait_for
 from tests.support.runner import REPO_ROOT, build_runner_env
 
@@ -31,9 +32,9 @@ HOLD_MB = 40
 # tests.e2e.leaky_tasks.HOLD_TASK, by name: importing that module would import the demo's
 # Celery app (and set DJANGO_SETTINGS_MODULE) in the test process.
 HOLD_TASK = "leaky.hold"
-# What runner.celery_entry will do once integrated: install the hooks, then Celery's CLI.
+# What runner.worker.entry will do once integrated: install the hooks, then Celery's CLI.
 BOOT = (
-    "import sys; from runner import celery_hooks; celery_hooks.install(); "
+    "import sys; from runner.worker import hooks; hooks.install(); "
     "from celery.__main__ import main; sys.argv[0] = 'celery'; main()"
 )
 

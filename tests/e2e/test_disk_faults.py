@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runner.disk import MIN_FREE_MB
+from runner.config.disk import MIN_FREE_MB
 from tests.support.processes import ProcessHandle, tail, wait_for
 from tests.support.runner import (
     REPO_ROOT,

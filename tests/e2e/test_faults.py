@@ -21,7 +21,7 @@ TASK_SECONDS = 8
 GRACE_SECONDS = 6
 
 
-# What the worker says when it puts the running task back (runner.celery_entry), before
+# What the worker says when it puts the running task back (runner.worker.entry), before
 # prefork's cold shutdown cancels the task or the threads-pool worker exits.
 REQUEUED_LINES = {
     "prefork": "shutdown grace over: 1 unfinished task(s) put back in the queue; cancelling",

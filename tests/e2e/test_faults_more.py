@@ -33,7 +33,7 @@ PROBE_TIMEOUT = 2.0
 PROBE_PAUSE = 0.05
 """Seconds between two requests of the probe (pacing, not synchronisation)."""
 SLOW_TASK_SECONDS = 3
-CELERY_CHILDREN = 2  # the default concurrency (runner.plan), a child per task with prefork
+CELERY_CHILDREN = 2  # the default concurrency (runner.config.plan), a child per task with prefork
 
 
 def health_url(env: dict[str, str]) -> str:
@@ -114,7 +114,7 @@ def web_worker(runner: ProcessHandle) -> psutil.Process | None:
 
 
 def worker_main(runner: ProcessHandle) -> psutil.Process | None:
-    return program(runner, "runner.celery_entry", "worker")
+    return program(runner, "runner.worker.entry", "worker")
 
 
 def beat(runner: ProcessHandle) -> psutil.Process | None:
@@ -125,7 +125,7 @@ def beat(runner: ProcessHandle) -> psutil.Process | None:
             command = child.cmdline()
         except psutil.NoSuchProcess:
             continue
-        if "runner.celery_entry" in command and "beat" in command:
+        if "runner.worker.entry" in command and "beat" in command:
             return child
     return None
 
@@ -322,7 +322,7 @@ def first_pool_child(runner: ProcessHandle) -> psutil.Process | None:
 KILL_CASES = {
     "gunicorn-worker": KillCase(web_worker, web_failures_allowed=True),
     "gunicorn-master": KillCase(web_master, web_failures_allowed=True),
-    # Pool children exist with prefork, the pool from 1024 MB of budget (runner.memory_plan).
+    # Pool children exist with prefork, the pool from 1024 MB of budget (runner.config.memory_plan).
     "celery-child": KillCase(
         first_pool_child,
         environment=(("RUN_BEAT", "false"), ("CELERY_POOL", "prefork")),

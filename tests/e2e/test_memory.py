@@ -1,4 +1,5 @@
-"""runner.memory on real process trees: complete, fast, and unbothered by processes exiting."""
+"""runner.supervise.memory on real process trees: complete, fast, and unbothered by processes
+exiting."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.memory import MB, ProcessTreeMemory, sample_process, sample_tree
+from runner.supervise.memory import MB, ProcessTreeMemory, sample_process, sample_tree
 from tests.support.processes import start_process, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.budget import resolve_budget
+from runner.config.budget import resolve_budget
 from tests.support.processes import wait_for
 from tests.support.runner import run_client, start_runner, wait_http_ok
 from tests.support.traffic import (

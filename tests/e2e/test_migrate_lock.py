@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.migrate_lock import REDIS_LOCK_KEY
+from runner.supervise.migrate_lock import REDIS_LOCK_KEY
 from tests.support.ports import free_port
 from tests.support.runner import start_runner, wait_http_ok
 

@@ -1,7 +1,8 @@
 """The start-up check against real redis-server processes: each failure is one line naming the
 cause and the fix, configuration errors stop the start, Redis not reachable yet does not.
 
-The diagnoses run in this process (``runner.redis_check``, real sockets); ``python -m runner
+The diagnoses run in this process (``runner.supervise.redis_check``, real sockets); ``python -m
+runner
 check`` and ``python -m runner`` are run as subprocesses for their exit statuses and output.
 """
 
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.environment import EnvironmentReader
+from runner.config.environment import EnvironmentReader
+from runner.config.redis import RedisSettings, read_redis_settings
 from runner.errors import EXIT_FAILURE, EXIT_OK
-from runner.redis import RedisSettings, read_redis_settings
-from runner.redis_check import (
+from runner.supervise.redis_check import (
     Outcome,
     RedisCheckFailed,
     check_redis,

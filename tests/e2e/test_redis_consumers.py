@@ -4,7 +4,7 @@ TLS redis-server, from a fresh process with ``DJANGO_SETTINGS_MODULE=app.setting
 settings every program of the runner reads).
 
 Also: a process that sends tasks, waits for results and uses the cache opens exactly the
-connections ``runner.connections`` counts for a web worker, under the limits it is given.
+connections ``runner.config.connections`` counts for a web worker, under the limits it is given.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.connections import redis_connections
+from runner.config.connections import redis_connections
 from tests.conftest import make_password
 from tests.support.certs import TlsMaterial, make_tls_material
 from tests.support.processes import tail
@@ -38,9 +38,9 @@ import django
 django.setup()
 from django.core.cache import cache
 from app.celery import app
-from runner.environment import EnvironmentReader
-from runner.redis import read_redis_settings
-from runner.redis_check import check_redis
+from runner.config.environment import EnvironmentReader
+from runner.config.redis import read_redis_settings
+from runner.supervise.redis_check import check_redis
 
 
 def attempt(use):
@@ -204,7 +204,7 @@ def test_required_checks_the_host_name_and_optional_does_not(
 
 def test_a_web_worker_opens_what_the_budget_counts(base_env, redis_tls: RedisServer):
     """Sending a task, waiting on its result and using the cache under the web's pool limits
-    opens exactly the connections runner.connections counts for one web worker."""
+    opens exactly the connections runner.config.connections counts for one web worker."""
     web = redis_connections(1000, [FakeWeb()])
     (group,) = web.groups
     pools = web.pools_for("web")
@@ -219,8 +219,8 @@ def test_a_web_worker_opens_what_the_budget_counts(base_env, redis_tls: RedisSer
 
 
 class FakeWeb:
-    """A one-worker Gunicorn program, as runner.plan would describe it."""
+    """A one-worker Gunicorn program, as runner.config.plan would describe it."""
 
     name = "web"
-    command = ("gunicorn", "runner.wsgi:application", "--workers", "1")
+    command = ("gunicorn", "runner.web.wsgi:application", "--workers", "1")
     environment = ()

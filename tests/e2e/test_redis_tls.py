@@ -204,9 +204,9 @@ def kind_of(process: psutil.Process) -> str:
         return "gone"
     if "gunicorn" in command:
         return "web worker" if "gunicorn" in parent else "web master"
-    if "runner.celery_entry" not in command:
+    if "runner.worker.entry" not in command:
         return "other"
-    if "runner.celery_entry" not in parent:
+    if "runner.worker.entry" not in parent:
         return "worker main" if " worker " in f"{command} " else "beat"
     return {"celery-beat": "beat", "celery-child": "pool child"}.get(name, "worker child")
 

@@ -52,7 +52,7 @@ def worker_main(runner: ProcessHandle) -> psutil.Process:
 
     def find() -> psutil.Process | None:
         for child in psutil.Process(runner.pid).children():
-            if "runner.celery_entry" in " ".join(child.cmdline()) and "worker" in child.cmdline():
+            if "runner.worker.entry" in " ".join(child.cmdline()) and "worker" in child.cmdline():
                 return child
         return None
 

@@ -154,7 +154,7 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         )
         assert [c["name"] for c in data["components"]] == ["web", "worker", "beat"]
         web, worker, beat = data["components"]
-        # Shares are the plan's (runner.memory_plan) for the default 512 MB budget.
+        # Shares are the plan's (runner.config.memory_plan) for the default 512 MB budget.
         # The shares `python -m runner plan` prints for the same environment.
         plan = subprocess.run(
             [sys.executable, "-m", "runner", "plan", "--json"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from runner.settings import VARIABLES
+from runner.config.settings import VARIABLES
 from tests.support.processes import (
     POLL_INTERVAL,
     ProcessExitedError,

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.plan import HEALTH_PATH, make_plan
-from runner.project import find_project
-from runner.settings import VARIABLES, load_settings
+from runner.config.plan import HEALTH_PATH, make_plan
+from runner.config.project import find_project
+from runner.config.settings import VARIABLES, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SINGLE = REPO_ROOT / "render.yaml"

@@ -1,0 +1,296 @@
+"""Settings -> Plan: which programs run, with which commands, how many processes, how stopped.
+
+Pure: no I/O, so every combination of flags is covered by table-driven tests. The plan is
+what ``python -m runner plan`` prints and what ``runner.config.supervisord_conf`` renders.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from runner.config.budget import Budget, resolve_budget
+from runner.config.connections import RedisConnections, budget_for
+from runner.config.memory_plan import MemoryPlan, WebShape, WorkerShape, plan_memory
+from runner.config.project import Project, celery_notes
+from runner.config.redis import broker_redis_url, mask_url
+from runner.config.settings import BEAT_LEADER_SCHEDULER, KEEP_AWAKE_MINUTES, Settings
+
+# Small defaults that fit a 512 MB instance (the seed's own flags: 2 web workers, 2 tasks).
+DEFAULT_WEB_CONCURRENCY = 2
+DEFAULT_CELERY_CONCURRENCY = 2
+
+# Gunicorn recycles a worker after this many requests, with jitter so that workers do not
+# all restart at once (a slow leak then never reaches the budget).
+WEB_MAX_REQUESTS = 1000
+WEB_MAX_REQUESTS_JITTER = 100
+
+# A program that dies within this many seconds of starting "did not start"; after
+# START_RETRIES such failures supervisord gives up and the runner stops with an error.
+START_SECONDS = 10
+START_RETRIES = 2
+
+# Seconds between supervisord sending the stop signal and our own escalation: the web and
+# the worker get the grace minus this margin to finish what they are doing, so that the
+# cold shutdown (requeueing unfinished tasks) still fits inside the grace.
+STOP_MARGIN_SECONDS = 5
+
+# With the web in the same instance, the worker and beat run at this niceness: on a small
+# CPU share (Render free: 0.1 CPU) a CPU-heavy task then slows pages down far less, and the
+# tasks get the CPU whenever the web is idle (bench/compare.py measures it).
+BACKGROUND_NICENESS = 10
+NICENESS_VARIABLE = "RUNNER_NICENESS"
+# The warm shutdown's bound, read by runner.worker.entry in the worker.
+WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
+
+# The kernel names (comm) runner.worker.hooks gives pool children and the embedded beat, by
+# which the watchdog (runner.supervise.watchdog) tells them apart from the worker's main.
+CELERY_CHILD_NAME = "celery-child"
+CELERY_BEAT_NAME = "celery-beat"
+
+HEALTH_PATH = "/healthz"
+WSGI_ENTRY = "runner.web.wsgi:application"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One supervised program and how supervisord starts and stops it."""
+
+    name: str
+    command: tuple[str, ...]
+    processes: int  # OS processes it runs when idle (master + workers, main + children)
+    environment: tuple[tuple[str, str], ...] = ()
+    stop_signal: str = "TERM"
+    stop_wait_seconds: int = 25
+    # The worker's pool children must not get SIGTERM directly: Celery's main process
+    # decides when they stop (warm shutdown); SIGKILL for the group stays the last resort.
+    stop_as_group: bool = False
+    kill_as_group: bool = True
+    start_seconds: int = START_SECONDS
+    start_retries: int = START_RETRIES
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the runner will do, derived from Settings and the target project."""
+
+    programs: tuple[Program, ...]
+    migrate: tuple[str, ...] | None
+    broker: str  # masked, for people
+    result_backend: str  # masked
+    local_default: bool  # no Redis: filesystem broker and results in the data directory
+    project: Project
+    notes: tuple[str, ...] = field(default=())
+    # Redis pool limits per program and their sum (runner.config.connections); None without Redis.
+    redis_connections: RedisConnections | None = None
+    memory: MemoryPlan | None = None
+
+    @property
+    def shares_mb(self) -> dict[str, int]:
+        """Each program's memory share (MB), for the watchdog and the status page."""
+        return self.memory.shares_mb if self.memory else {}
+
+    @property
+    def program_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.programs)
+
+    def program(self, name: str) -> Program:
+        return next(p for p in self.programs if p.name == name)
+
+
+def _python(*args: str) -> tuple[str, ...]:
+    return (sys.executable, *args)
+
+
+def _web(settings: Settings, shape: WebShape, grace: int) -> Program:
+    command = _python(
+        "-m",
+        "gunicorn",
+        WSGI_ENTRY,
+        "--bind",
+        f"0.0.0.0:{settings.port}",
+        # Threads, not processes, for concurrency: a forked worker un-shares ~23 MB of the
+        # master once it serves pages, a thread ~1 MB (runner.config.memory_plan).
+        "--worker-class",
+        "gthread",
+        "--workers",
+        str(shape.workers),
+        "--threads",
+        str(shape.threads),
+        # Import the project once in the master; workers are forked with it loaded, which
+        # shares memory and makes a worker restart cheap.
+        "--preload",
+        "--timeout",
+        str(settings.web_timeout),
+        "--graceful-timeout",
+        str(grace),
+        "--max-requests",
+        str(WEB_MAX_REQUESTS),
+        "--max-requests-jitter",
+        str(WEB_MAX_REQUESTS_JITTER),
+        "--access-logfile",
+        "-",
+        "--error-logfile",
+        "-",
+        "--log-level",
+        settings.log_level,
+        # Gunicorn 27's control socket would be a file in $HOME and a second way in.
+        "--no-control-socket",
+    )
+    return Program(
+        "web", command, processes=1 + shape.workers, stop_wait_seconds=settings.shutdown_grace
+    )
+
+
+def _worker(
+    settings: Settings, project: Project, shape: WorkerShape, embed_beat: bool, grace: int
+) -> Program:
+    command = _python(
+        "-m",
+        "runner.worker.entry",
+        "-A",
+        project.celery_app,
+        "worker",
+        f"--loglevel={settings.log_level.upper()}",
+        f"--pool={shape.pool}",
+        f"--concurrency={shape.concurrency}",
+        # One instance has no peers: gossip and mingle only cost Redis commands at idle.
+        "--without-gossip",
+        "--without-mingle",
+        # Heartbeat events (a PUBLISH every 2 s, and a channel of two connections) feed
+        # monitors such as Flower; `celery inspect` uses remote control, which stays on.
+        "--without-heartbeat",
+    )
+    if shape.pool == "prefork":
+        # Only the prefork pool has children to recycle.
+        command += (
+            f"--max-tasks-per-child={settings.max_tasks_per_child}",
+            f"--max-memory-per-child={shape.max_memory_per_child_kib}",
+        )
+    if embed_beat:
+        command += ("--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}")
+        command += _beat_scheduler(settings)
+    environment = ((WARM_SHUTDOWN_VARIABLE, str(grace)), *_background(settings))
+    return Program(
+        "worker",
+        command,
+        processes=1 + (shape.concurrency if shape.pool == "prefork" else 0) + embed_beat,
+        environment=environment,
+        stop_wait_seconds=settings.shutdown_grace,
+    )
+
+
+def _beat(settings: Settings, project: Project) -> Program:
+    command = _python(
+        "-m",
+        "runner.worker.entry",
+        "-A",
+        project.celery_app,
+        "beat",
+        f"--loglevel={settings.log_level.upper()}",
+        f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
+        *_beat_scheduler(settings),
+    )
+    return Program(
+        "beat",
+        command,
+        processes=1,
+        environment=_background(settings),
+        stop_wait_seconds=settings.shutdown_grace,
+    )
+
+
+def _beat_scheduler(settings: Settings) -> tuple[str, ...]:
+    """With Redis, beat sends from one instance only (runner.worker.beat_leader); without it the
+    service is one instance by definition and keeps the project's scheduler as it is."""
+    if broker_redis_url(settings.redis) is None:
+        return ()
+    return (f"--scheduler={BEAT_LEADER_SCHEDULER}",)
+
+
+def _background(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """The lower CPU priority of the worker and beat, when they share the instance with web."""
+    return ((NICENESS_VARIABLE, str(BACKGROUND_NICENESS)),) if settings.run_web else ()
+
+
+def make_plan(settings: Settings, project: Project, budget: Budget | None = None) -> Plan:
+    """Decide the programs and their commands from the settings and the memory budget.
+
+    ``budget`` is the one found on the machine (runner.supervise.launch reads the cgroup); without
+    it,
+    MEMORY_BUDGET_MB or the 512 MB default.
+    """
+    if budget is None:
+        budget = resolve_budget(settings.memory_budget_mb, None)
+    grace = max(1, settings.shutdown_grace - STOP_MARGIN_SECONDS)
+    notes: list[str] = []
+    programs: list[Program] = []
+    embed_beat = settings.run_beat and settings.run_worker and settings.beat_mode == "embedded"
+    if settings.run_beat and not settings.run_worker and settings.beat_mode == "embedded":
+        notes.append("beat runs as its own program because RUN_WORKER is false")
+
+    memory = plan_memory(
+        budget,
+        web_capacity=(settings.web_concurrency or DEFAULT_WEB_CONCURRENCY)
+        if settings.run_web
+        else None,
+        worker_capacity=(settings.celery_concurrency or DEFAULT_CELERY_CONCURRENCY)
+        if settings.run_worker
+        else None,
+        beat=("embedded" if embed_beat else "separate") if settings.run_beat else None,
+        pool=settings.celery_pool,
+    )
+    notes.extend(budget.notes)
+    if memory.web is not None:
+        programs.append(_web(settings, memory.web, grace))
+    if memory.worker is not None:
+        programs.append(_worker(settings, project, memory.worker, embed_beat, grace))
+    if settings.run_beat and not embed_beat:
+        programs.append(_beat(settings, project))
+
+    redis = settings.redis
+    # What the project's Celery app really uses (runner.supervise.discover), where it was read.
+    celery = project.celery
+    own_broker = celery is not None and not celery.broker_from_environment
+    own_results = celery is not None and not celery.results_from_environment
+    local = redis.broker_url is None and not own_broker
+    if local:
+        notes.append(
+            f"local default: no REDIS_URL, so tasks and results are kept in "
+            f"{settings.data_dir}; set REDIS_URL to use Redis"
+        )
+    if settings.keep_awake_url:
+        notes.append(
+            f"keep-awake: requesting {settings.keep_awake_url} every {KEEP_AWAKE_MINUTES} "
+            "minutes, so this instance never sleeps (~744 of the 750 free hours a month)"
+        )
+    if redis.upgraded_to_tls:
+        notes.append("REQUIRE_REDIS_SSL is true: redis:// URLs were upgraded to rediss://")
+    if redis.uses_tls and not redis.tls.verified:
+        notes.append(
+            "Redis connection is encrypted but the server is NOT verified; set "
+            "REDIS_SSL_CA_CERTS to your provider's CA (e.g. redis_ca.pem) to verify it"
+        )
+    if celery is not None:
+        notes.extend(celery_notes(celery, redis))
+    # Pool limits for each program within REDIS_MAX_CONNECTIONS (raises when they cannot fit).
+    connections = budget_for(redis, programs, project_broker=own_broker)
+    if connections is not None:
+        programs = [connections.with_environment(program) for program in programs]
+    return Plan(
+        programs=tuple(programs),
+        migrate=_python("-m", "django", "migrate", "--noinput")
+        if settings.run_migrations
+        else None,
+        broker=celery.broker
+        if own_broker
+        else mask_url(redis.broker_url) or f"filesystem://{settings.data_dir / 'broker'}",
+        result_backend=celery.result_backend
+        if own_results
+        else mask_url(redis.result_backend) or f"file://{settings.data_dir / 'results'}",
+        local_default=local,
+        project=project,
+        notes=tuple(notes),
+        redis_connections=connections,
+        memory=memory,
+    )

@@ -1,0 +1,283 @@
+"""Redis URLs and TLS options, read once from the environment and shaped for each consumer.
+
+This is the one place that understands the seed's Redis variables (``REDIS_URL``,
+``REQUIRE_REDIS_SSL``, ``CELERY_BROKER_URL``, ``CELERY_RESULT_BACKEND``) and our TLS ones
+(``REDIS_SSL_CERT_REQS``, ``REDIS_SSL_CA_CERTS``). Celery's broker, Celery's result backend,
+the Django cache and the runner's own checks all take their options from here, so what the
+user asked for is what every consumer does.
+
+Traps this module exists for (found in the libraries' sources):
+- kombu accepts a ``rediss://`` broker URL without TLS options and silently skips certificate
+  checks (it only logs a warning), so we always pass ``broker_use_ssl`` explicitly;
+- Celery's Redis result backend refuses a ``rediss://`` URL without ``ssl_cert_reqs``, so we
+  always pass ``redis_backend_use_ssl``;
+- redis-py (and so the Django cache) verifies certificates by default, so the seed's
+  "encrypted, not verified" default must be passed to it explicitly too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from runner.config.environment import EnvironmentReader
+from runner.errors import Problem
+
+REDIS_SCHEMES = ("redis", "rediss")
+# What Celery itself accepts that a user may reasonably point us at.
+BROKER_SCHEMES = (*REDIS_SCHEMES, "amqp", "amqps", "pyamqp")
+RESULT_SCHEMES = (*REDIS_SCHEMES, "django-db", "django-cache", "rpc", "file")
+
+CERT_REQS = {
+    "required": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+
+# Redis Cloud's smallest plans cap a database at 30 connections.
+DEFAULT_MAX_CONNECTIONS = 30
+
+PEM_MARKER = "-----BEGIN CERTIFICATE-----"
+# A bad %-escape ("%zz") is how a raw '%' in a password usually shows up.
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(frozen=True)
+class TLSOptions:
+    """How to check the server's certificate; the same for every consumer."""
+
+    cert_reqs: str  # one of CERT_REQS
+    ca_file: str | None = None  # a PEM bundle on disk
+    ca_data: str | None = None  # PEM text given directly in the environment
+
+    @property
+    def verified(self) -> bool:
+        return self.cert_reqs == "required"
+
+    @property
+    def check_hostname(self) -> bool:
+        # Hostname checking only makes sense when the certificate itself is required.
+        return self.verified
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where Celery and the cache talk to Redis, and how."""
+
+    url: str | None  # REDIS_URL after the TLS upgrade; None: no Redis (local default)
+    broker_url: str | None
+    result_backend: str | None
+    upgraded_to_tls: bool  # REQUIRE_REDIS_SSL turned at least one redis:// into rediss://
+    tls: TLSOptions
+    max_connections: int
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(
+            u is not None and u.startswith("rediss://")
+            for u in (self.url, self.broker_url, self.result_backend)
+        )
+
+
+def mask_url(url: str | None) -> str | None:
+    """``rediss://default:<password>@host:6379`` -> ``rediss://default:***@host:6379``."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None and "@" not in parts.netloc:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    netloc = f"{user}:***@{hostport}" if userinfo else hostport
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _url_problem(name: str, url: str, schemes: tuple[str, ...]) -> Problem | None:
+    masked = mask_url(url)
+    # Celery takes some backends by bare name: CELERY_RESULT_BACKEND=django-db (the admin's
+    # task results, django_celery_results), django-cache, rpc.
+    if url in schemes and url not in REDIS_SCHEMES:
+        return None
+    if any(c.isspace() for c in url):
+        return Problem(name, masked, "the URL contains a space; remove it or percent-encode it")
+    if _BAD_PERCENT.search(url):
+        return Problem(
+            name,
+            masked,
+            "the URL has a '%' that is not a %XX escape; write a '%' in the password as %25",
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return Problem(name, masked, "the port is not a number between 0 and 65535")
+    if parts.scheme not in schemes:
+        return Problem(
+            name,
+            masked,
+            f"unknown scheme '{parts.scheme}://'; use one of "
+            + ", ".join(f"{s}://" for s in schemes),
+        )
+    if parts.scheme in REDIS_SCHEMES:
+        if not parts.hostname:
+            return Problem(name, masked, "no host; use redis[s]://user:password@host:port")
+        if port is None:
+            return Problem(name, masked, "no port; Redis Cloud URLs end with :<port>")
+        # kombu, Celery's backend and redis-py each read (or ignore) TLS options in the query
+        # string their own way: one consumer would verify and another not.
+        in_query = sorted({key for key, _ in parse_qsl(parts.query) if key.startswith("ssl")})
+        if in_query:
+            return Problem(
+                name,
+                masked,
+                f"TLS options in the URL ({', '.join(in_query)}) are not applied the same way "
+                "by every library; remove them and use REDIS_SSL_CERT_REQS and "
+                "REDIS_SSL_CA_CERTS",
+            )
+    return None
+
+
+def _upgrade(url: str | None, require_tls: bool) -> tuple[str | None, bool]:
+    if require_tls and url and url.startswith("redis://"):
+        return "rediss://" + url[len("redis://") :], True
+    return url, False
+
+
+def _read_ca(value: str) -> tuple[TLSOptions | None, str | None]:
+    """Check a CA bundle (a path or PEM text); return (partial options, error)."""
+    if PEM_MARKER in value:
+        try:
+            ssl.create_default_context(cadata=value)
+        except (ssl.SSLError, ValueError):
+            return None, "the PEM text is not a valid certificate; paste the whole redis_ca.pem"
+        return TLSOptions("required", ca_data=value), None
+    if not os.path.isfile(value):
+        return None, "no such file; give the path of a PEM bundle, or the PEM text itself"
+    try:
+        ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, ValueError, OSError):
+        return None, "the file is not a PEM certificate bundle"
+    return TLSOptions("required", ca_file=value), None
+
+
+def read_redis_settings(env: EnvironmentReader) -> RedisSettings:
+    """Read the Redis variables; problems are recorded on ``env``."""
+    environ = env.environ
+    problems = env.problems
+
+    require_tls = env.bool("REQUIRE_REDIS_SSL", False)
+    max_connections = env.int(
+        "REDIS_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, minimum=4, maximum=100_000
+    )
+
+    url = environ.get("REDIS_URL")
+    if url is not None and not url.strip():
+        problems.append(
+            Problem(
+                "REDIS_URL",
+                url,
+                "empty; give your Redis URL "
+                "(rediss://default:PASSWORD@host:port) or unset it to use "
+                "the local default",
+            )
+        )
+        url = None
+    if url is not None and (p := _url_problem("REDIS_URL", url, REDIS_SCHEMES)):
+        problems.append(p)
+
+    # The seed documents these as "leave empty": empty means derive from REDIS_URL.
+    broker = environ.get("CELERY_BROKER_URL") or None
+    backend = environ.get("CELERY_RESULT_BACKEND") or None
+    if broker is not None and (p := _url_problem("CELERY_BROKER_URL", broker, BROKER_SCHEMES)):
+        problems.append(p)
+    if backend is not None and (
+        p := _url_problem("CELERY_RESULT_BACKEND", backend, RESULT_SCHEMES)
+    ):
+        problems.append(p)
+
+    if require_tls and url is None and broker is None:
+        problems.append(
+            Problem(
+                "REQUIRE_REDIS_SSL",
+                environ.get("REQUIRE_REDIS_SSL"),
+                "is true but REDIS_URL is not set; set REDIS_URL or remove REQUIRE_REDIS_SSL",
+            )
+        )
+
+    url, up1 = _upgrade(url, require_tls)
+    broker, up2 = _upgrade(broker or url, require_tls)
+    backend, up3 = _upgrade(backend or url, require_tls)
+
+    tls = TLSOptions("none")
+    ca_value = environ.get("REDIS_SSL_CA_CERTS")
+    if ca_value is not None:
+        ca_tls, error = _read_ca(ca_value)
+        if error:
+            shown = ca_value if PEM_MARKER not in ca_value else "<PEM text>"
+            problems.append(Problem("REDIS_SSL_CA_CERTS", shown[:80], error))
+        else:
+            tls = ca_tls
+    reqs = environ.get("REDIS_SSL_CERT_REQS")
+    if reqs is not None:
+        if reqs.strip().lower() not in CERT_REQS:
+            problems.append(Problem("REDIS_SSL_CERT_REQS", reqs, "use required, optional or none"))
+        else:
+            tls = TLSOptions(reqs.strip().lower(), tls.ca_file, tls.ca_data)
+
+    return RedisSettings(
+        url=url,
+        broker_url=broker,
+        result_backend=backend,
+        upgraded_to_tls=up1 or up2 or up3,
+        tls=tls,
+        max_connections=max_connections,
+    )
+
+
+# --- The same TLS choice, in the form each consumer takes -------------------------------
+
+
+def redis_py_ssl_kwargs(tls: TLSOptions) -> dict[str, object]:
+    """Keyword arguments for redis-py's SSLConnection (the cache, our checks, the backend)."""
+    kwargs: dict[str, object] = {
+        "ssl_cert_reqs": CERT_REQS[tls.cert_reqs],
+        "ssl_check_hostname": tls.check_hostname,
+    }
+    if tls.ca_file:
+        kwargs["ssl_ca_certs"] = tls.ca_file
+    if tls.ca_data:
+        kwargs["ssl_ca_data"] = tls.ca_data
+    return kwargs
+
+
+def broker_use_ssl(tls: TLSOptions) -> dict[str, object]:
+    """Celery's ``broker_use_ssl`` for the Redis transport (kombu passes it to redis-py)."""
+    return redis_py_ssl_kwargs(tls)
+
+
+def redis_backend_use_ssl(tls: TLSOptions) -> dict[str, object]:
+    """Celery's ``redis_backend_use_ssl``; it must hold ``ssl_cert_reqs`` or Celery refuses."""
+    return redis_py_ssl_kwargs(tls)
+
+
+def client_kwargs(settings: RedisSettings, url: str) -> dict[str, object]:
+    """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)`` honouring our TLS choice."""
+    return redis_py_ssl_kwargs(settings.tls) if url.startswith("rediss://") else {}
+
+
+def broker_redis_url(settings: RedisSettings) -> str | None:
+    """The broker's URL when the broker is Redis, else REDIS_URL; None without Redis.
+
+    Where the beat leader lock lives (runner.worker.beat_leader): every instance of a scaled
+    service shares its broker.
+    """
+    for url in (settings.broker_url, settings.url):
+        if url and url.startswith(("redis://", "rediss://")):
+            return url
+    return None

@@ -1,0 +1,196 @@
+"""The runner's side effects: check the ground, migrate, write the config, exec supervisord.
+
+Everything before here is pure (settings -> plan -> config text); this module is the one
+that touches the file system, starts a process and replaces itself with supervisord.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from runner.config.budget import read_container_limit, resolve_budget
+from runner.config.disk import data_dir_problem, free_space_problem, migrate_failure
+from runner.config.plan import Plan, make_plan
+from runner.config.project import find_project
+from runner.config.settings import Settings, load_settings, local_paths
+from runner.config.supervisord_conf import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
+from runner.errors import PreflightError, StartError
+from runner.supervise.discover import discover, read_manage_py
+from runner.supervise.logrelay import prefix
+from runner.supervise.migrate_lock import migration_lock
+from runner.supervise.redis_check import check_now, preflight
+from runner.supervise.runstate import write_pointer
+from runner.supervise.watchdog import Limits
+
+CONF_NAME = "supervisord.conf"
+SUPERVISORD_MODULE = "runner.supervise.supervisord"  # supervisord with the runner's voice
+# Lines of migrate's output kept to explain its failure (its traceback ends there).
+MIGRATE_TAIL_LINES = 40
+
+
+def say(text: str, out: TextIO = sys.stdout) -> None:
+    out.write(prefix("runner") + text + "\n")
+    out.flush()
+
+
+def load(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
+    """Settings and plan for this environment and directory; the project is checked by import."""
+    settings = load_settings(environ, cwd)
+    project = find_project(
+        settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
+    )
+    project = discover(project, settings, cwd)
+    budget = resolve_budget(settings.memory_budget_mb, read_container_limit())
+    return settings, make_plan(settings, project, budget)
+
+
+def child_environment(environ: Mapping[str, str], settings: Settings, plan: Plan) -> dict:
+    """The environment every program inherits from supervisord."""
+    env = dict(environ)
+    env["DJANGO_SETTINGS_MODULE"] = plan.project.settings_module
+    env["RUNNER_DATA_DIR"] = str(settings.data_dir)
+    # Line by line through the pipes, so that logs appear when they happen.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def prepare_data_dir(settings: Settings, plan: Plan) -> None:
+    """Create the local default's folders, or explain why they cannot be written.
+
+    Read-only, full, or too full for the local default's queue and results: one line with
+    the path and the fix, before anything starts (``runner.config.disk``).
+    """
+    folders = [settings.data_dir]
+    if plan.local_default:
+        folders += list(local_paths(settings.data_dir).values())
+    probe = settings.data_dir / ".write-test"
+    try:
+        for folder in folders:
+            folder.mkdir(parents=True, exist_ok=True)
+        if plan.local_default:
+            # Before the probe: on a nearly full disk the probe's few bytes still fit.
+            problem = free_space_problem(settings.data_dir, shutil.disk_usage(folders[0]).free)
+            if problem:
+                raise PreflightError(problem)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        # A full disk fails the write after the file was created: leave nothing behind.
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise PreflightError(data_dir_problem(settings.data_dir, error)) from error
+
+
+def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
+    """Run the project's migrations, relaying their output as ``migrate | ...`` lines."""
+    if plan.migrate is None:
+        return
+    say("applying database migrations")
+    process = subprocess.Popen(
+        plan.migrate,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
+    tail: collections.deque[str] = collections.deque(maxlen=MIGRATE_TAIL_LINES)
+    for line in process.stdout or ():
+        sys.stdout.write(prefix("migrate") + line)
+        sys.stdout.flush()
+        tail.append(line)
+    if process.wait() != 0:
+        raise StartError(
+            migrate_failure("".join(tail), sqlite_file())
+            or f"migrations failed (exit status {process.returncode}, see the migrate lines "
+            "above); fix them, or set RUN_MIGRATIONS=false to start without migrating"
+        )
+
+
+def sqlite_file() -> str | None:
+    """The project's SQLite file, if its settings are loaded here already (``discover``)."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            # a web-only start imports nothing of the project (runner.supervise.discover)
+            return None
+        database = settings.DATABASES.get("default", {})
+    except Exception:  # only a better message is at stake: never fail the error itself
+        return None
+    if "sqlite3" not in str(database.get("ENGINE", "")):
+        return None
+    return str(database.get("NAME") or "") or None
+
+
+def write_config(plan: Plan) -> Path:
+    """Write supervisord.conf into a new private directory; return its path."""
+    run_dir = Path(tempfile.mkdtemp(prefix="runner-"))  # mode 0700: ours alone
+    conf = run_dir / CONF_NAME
+    conf.write_text(render_supervisord_conf(plan, run_dir))
+    if plan.memory is not None:
+        # supervisord's process enforces the budget; it gets the plan's lines, not the plan
+        # (making the plan imports the project, which must stay out of supervisord).
+        limits = Limits.from_budget(
+            plan.memory.budget, plan.shares_mb, plan.memory.graceful_restart
+        )
+        (run_dir / LIMITS_NAME).write_text(json.dumps(limits.as_dict()))
+    return conf
+
+
+def redis_peak(plan: Plan) -> int | None:
+    """The plan's Redis connections at peak, for messages about Redis's connection limit."""
+    return plan.redis_connections.total if plan.redis_connections else None
+
+
+def check(environ: Mapping[str, str], cwd: Path) -> None:
+    """``python -m runner check``: load, then the start-up checks; raise if one fails."""
+    settings, plan = load(environ, cwd)
+    check_now(settings.redis, say, redis_peak(plan))
+
+
+def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
+    """Check, migrate, then become supervisord (exec: the platform's signals reach it)."""
+    settings, plan = load(environ, cwd)
+    for note in plan.notes:
+        say(note)
+    say(
+        f"starting {', '.join(plan.program_names)} for {plan.project.settings_module}; "
+        f"broker {plan.broker}"
+    )
+    prepare_data_dir(settings, plan)
+    if plan.memory is not None:
+        budget = plan.memory.budget
+        shares = ", ".join(f"{name} {mb} MB" for name, mb in plan.shares_mb.items())
+        say(
+            f"memory: {budget.total_mb} MB budget ({budget.source}); shares {shares} "
+            "(python -m runner plan)"
+        )
+    if plan.redis_connections is not None:
+        say(
+            f"Redis connections at peak: up to {plan.redis_connections.total} of "
+            f"REDIS_MAX_CONNECTIONS {plan.redis_connections.budget} (python -m runner plan)"
+        )
+    # Before migrations and programs: refuse a Redis configuration that cannot work.
+    preflight(settings.redis, say, redis_peak(plan), worker="worker" in plan.program_names)
+    env = child_environment(environ, settings, plan)
+    if plan.migrate:
+        # Several instances booting at once (scale-out) migrate one after another.
+        with migration_lock(settings.redis, settings.data_dir, say):
+            migrate(plan, env, cwd)
+    conf = write_config(plan)
+    # After exec this PID is supervisord's: `python -m runner status` finds it here.
+    write_pointer(settings.data_dir, os.getpid(), f"unix://{conf.parent / SOCKET_NAME}", cwd)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", SUPERVISORD_MODULE, str(conf)], env)

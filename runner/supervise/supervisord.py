@@ -1,0 +1,176 @@
+"""``python -m runner.supervise.supervisord CONF``: supervisord, with the runner's voice and
+judgement.
+
+The runner ``exec``s this module, so supervisord runs with the runner's PID and receives the
+platform's signals directly. It is supervisord's own ``main`` loop, plus three things that
+live inside the same process (no extra Python process, and no event buffer to overflow):
+- every output chunk of every program is relayed to stdout as whole lines prefixed with
+  the component's name (``runner.supervise.logrelay``);
+- supervisord's messages are rewritten in the runner's words (``runner.supervise.words``);
+- a component that cannot start at all stops the service with a failure status, instead
+  of a crash loop (supervisord itself would keep the others running and exit 0);
+- the memory budget is enforced every 5 s (``runner.supervise.memory_guard``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from supervisor import events, loggers
+from supervisor.medusa import asyncore_25 as asyncore
+from supervisor.options import ServerOptions
+from supervisor.states import SupervisorStates
+from supervisor.supervisord import Supervisor
+
+from runner.config.settings import load_settings
+from runner.config.supervisord_conf import GROUP, LIMITS_NAME
+from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
+from runner.supervise.keepawake import KeepAwake
+from runner.supervise.logrelay import LineRelay, prefix
+from runner.supervise.memory_guard import MemoryGuard
+from runner.supervise.runstate import write_starts
+from runner.supervise.watchdog import Limits
+from runner.supervise.words import explain
+
+
+def _write(out: TextIO, text: str) -> None:
+    try:
+        out.write(text)
+        out.flush()
+    except (OSError, ValueError):
+        pass  # stdout is gone (the platform closed it): nothing useful left to do
+
+
+class ExplainingHandler(loggers.StreamHandler):
+    """Writes supervisord's messages as the runner's sentences, dropping routine ones."""
+
+    def emit(self, record: loggers.LogRecord) -> None:
+        text = explain(record.asdict()["message"])
+        if text is not None:
+            _write(self.stream, prefix("runner") + text + "\n")
+
+
+class RunnerServerOptions(ServerOptions):
+    """supervisord's options with our log handler instead of its stdout format."""
+
+    def make_logger(self) -> None:
+        self.logger = loggers.getLogger(self.loglevel)
+        handler = ExplainingHandler(sys.stdout)
+        handler.setLevel(self.logger.level)
+        self.logger.addHandler(handler)
+        for msg in self.parse_criticals:
+            self.logger.critical(msg)
+        for msg in self.parse_warnings:
+            self.logger.warn(msg)
+
+
+class RunnerSupervisor(Supervisor):
+    """supervisord that relays output and stops the service when a component is FATAL."""
+
+    exit_status = EXIT_OK
+
+    def __init__(
+        self,
+        options: ServerOptions,
+        out: TextIO = sys.stdout,
+        keep_awake_url: str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(options)
+        self.out = out
+        self.relay = LineRelay()
+        self.memory_guard = MemoryGuard(self, GROUP, limits, self.say) if limits else None
+        self.keep_awake = KeepAwake(keep_awake_url, self.say) if keep_awake_url else None
+        self.starts: dict[str, int] = {}  # spawns per program, for the status page
+
+    def say(self, text: str) -> None:
+        """One line of the runner's own, on stdout."""
+        _write(self.out, prefix("runner") + text + "\n")
+
+    def runforever(self) -> None:
+        # supervisord clears all subscriptions when it (re)starts, just before this loop.
+        events.subscribe(events.ProcessLogEvent, self.on_output)
+        events.subscribe(events.ProcessStateEvent, self.on_state)
+        if self.keep_awake is not None:
+            events.subscribe(events.Tick60Event, self.keep_awake.on_tick)
+        if self.memory_guard is not None:
+            events.subscribe(events.Tick5Event, self.memory_guard.on_tick)
+        super().runforever()
+
+    def on_output(self, event: events.ProcessLogEvent) -> None:
+        data = (
+            event.data.decode("utf-8", "replace") if isinstance(event.data, bytes) else event.data
+        )
+        lines = self.relay.feed(event.process.config.name, event.channel, data)
+        if lines:
+            _write(self.out, "".join(lines))
+
+    def record_start(self, name: str) -> None:
+        # supervisord keeps no count of spawns; `runner status` shows restarts from this.
+        self.starts[name] = self.starts.get(name, 0) + 1
+        with contextlib.suppress(OSError):
+            write_starts(Path(self.options.configfile).parent, self.starts)
+
+    def on_state(self, event: events.ProcessStateEvent) -> None:
+        group = event.process.group
+        if group is None or group.config.name != GROUP:
+            return
+        name = event.process.config.name
+        if isinstance(event, events.ProcessStateStartingEvent):
+            self.record_start(name)
+        if not isinstance(
+            event, (events.ProcessStateStartingEvent, events.ProcessStateRunningEvent)
+        ):
+            leftover = self.relay.flush(name)
+            if leftover:
+                _write(self.out, "".join(leftover))
+        if isinstance(event, events.ProcessStateFatalEvent):
+            # The same as SIGTERM or `supervisorctl shutdown`: stop everything, in order.
+            self.exit_status = EXIT_COMPONENT_FAILED
+            self.options.mood = SupervisorStates.SHUTDOWN
+
+
+def read_limits(run_dir: Path) -> Limits | None:
+    """The memory limits runner.supervise.launch wrote beside the config (None: not enforced)."""
+    try:
+        return Limits.from_dict(json.loads((run_dir / LIMITS_NAME).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def main(argv: list[str]) -> int:
+    conf = Path(argv[0])
+    # Validated by runner.supervise.launch before the exec; read again from the same environment.
+    keep_awake_url = load_settings(os.environ, Path.cwd()).keep_awake_url
+    limits = read_limits(conf.parent)
+    first = True
+    status = EXIT_OK
+    while True:  # supervisord's own loop: SIGHUP reloads the configuration
+        options = RunnerServerOptions()
+        options.realize(["-c", str(conf)])
+        options.first = first
+        options.test = False
+        supervisor = RunnerSupervisor(options, keep_awake_url=keep_awake_url, limits=limits)
+        try:
+            supervisor.main()
+        except asyncore.ExitNow:
+            pass
+        options.close_httpservers()
+        options.close_logger()
+        status = supervisor.exit_status
+        first = False
+        if options.mood < SupervisorStates.RESTARTING:
+            break
+    # The private directory holds only this run's config and socket.
+    shutil.rmtree(conf.parent, ignore_errors=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,135 @@
+"""The one line a Django project adds to get the runner's broker, results, cache and TLS.
+
+    from runner.web.django_settings import runner_settings
+    globals().update(runner_settings(BASE_DIR))
+
+It reads the same variables as the runner (through ``runner.config.redis``), so the settings of
+every process agree with what the runner checked and printed at start, plus the pool limits
+the runner gives each program within ``REDIS_MAX_CONNECTIONS`` (``RUNNER_REDIS_*``, see
+``runner.config.connections``). A process the runner did not start (``celery -A app worker`` by
+hand, ``manage.py shell``) has no such limits and keeps the libraries' own: it is not part
+of the runner's budget.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from runner.config.connections import (
+    BROKER_POOL_LIMIT_VARIABLE,
+    CACHE_MAX_CONNECTIONS_VARIABLE,
+    RESULT_MAX_CONNECTIONS_VARIABLE,
+)
+from runner.config.environment import EnvironmentReader
+from runner.config.redis import (
+    RedisSettings,
+    broker_use_ssl,
+    client_kwargs,
+    read_redis_settings,
+    redis_backend_use_ssl,
+)
+from runner.config.settings import DEFAULT_DATA_DIR, local_paths
+
+# The filesystem broker polls its folder; half a second keeps a local round trip short at
+# a negligible cost (one directory listing).
+LOCAL_POLLING_INTERVAL_SECONDS = 0.5
+# Celery's Redis transport re-delivers an unacknowledged task after this long. It must
+# exceed the longest task (the demo's hard limit is 5 minutes), or a task still running
+# would be delivered twice.
+VISIBILITY_TIMEOUT_SECONDS = 60 * 60
+# kombu's Redis transport uses the polling interval as BRPOP's timeout: an idle worker asks
+# Redis for work once every 5 s instead of every second (12 commands a minute instead of
+# 60, which metered plans bill). A task is still delivered the moment it is queued, since
+# BRPOP returns at once; the price is that an idle worker may take up to 5 s longer to
+# stop, because kombu reads the pending BRPOP's answer before closing (no message lost).
+BROKER_POLLING_SECONDS = 5
+# A thread that finds its process's cache pool at its limit waits this long for a free
+# connection (redis-py's BlockingConnectionPool) before the cache call fails.
+CACHE_POOL_WAIT_SECONDS = 10
+# The largest pool limit the runner hands out; anything above is a mistake, not a plan.
+MAX_POOL_LIMIT = 10_000
+
+
+def _local(data_dir: Path) -> dict[str, object]:
+    from runner.worker.local_store import install
+
+    # The same URLs, written atomically: a full disk is a clear error, not a stuck worker.
+    install()
+    paths = local_paths(data_dir)
+    return {
+        "CELERY_BROKER_URL": "filesystem://",
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {
+            "data_folder_in": str(paths["queue"]),
+            "data_folder_out": str(paths["queue"]),
+            "control_folder": str(paths["control"]),
+            "polling_interval": LOCAL_POLLING_INTERVAL_SECONDS,
+        },
+        "CELERY_RESULT_BACKEND": f"file://{paths['results']}",
+    }
+
+
+def pool_limits(env: EnvironmentReader) -> dict[str, int | None]:
+    """The runner's pool limits for this process; None where the runner gave none."""
+    return {
+        name: env.int(name, None, minimum=1, maximum=MAX_POOL_LIMIT)
+        for name in (
+            BROKER_POOL_LIMIT_VARIABLE,
+            RESULT_MAX_CONNECTIONS_VARIABLE,
+            CACHE_MAX_CONNECTIONS_VARIABLE,
+        )
+    }
+
+
+def _redis(redis: RedisSettings, limits: dict[str, int | None]) -> dict[str, object]:
+    values: dict[str, object] = {
+        "CELERY_BROKER_URL": redis.broker_url,
+        "CELERY_RESULT_BACKEND": redis.result_backend,
+        "CELERY_BROKER_TRANSPORT_OPTIONS": {
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            "polling_interval": BROKER_POLLING_SECONDS,
+        },
+    }
+    if redis.broker_url and redis.broker_url.startswith("rediss://"):
+        values["CELERY_BROKER_USE_SSL"] = broker_use_ssl(redis.tls)
+    if redis.result_backend and redis.result_backend.startswith("rediss://"):
+        values["CELERY_REDIS_BACKEND_USE_SSL"] = redis_backend_use_ssl(redis.tls)
+    if (limit := limits[BROKER_POOL_LIMIT_VARIABLE]) is not None:
+        # Kombu connections kept for sending tasks; a thread waits when all are in use.
+        values["CELERY_BROKER_POOL_LIMIT"] = limit
+    if (limit := limits[RESULT_MAX_CONNECTIONS_VARIABLE]) is not None:
+        values["CELERY_REDIS_MAX_CONNECTIONS"] = limit
+    if redis.url:
+        options = client_kwargs(redis, redis.url)
+        if (limit := limits[CACHE_MAX_CONNECTIONS_VARIABLE]) is not None:
+            # Blocking: at the limit a cache call waits for a connection instead of failing.
+            options |= {
+                "pool_class": "redis.BlockingConnectionPool",
+                "max_connections": limit,
+                "timeout": CACHE_POOL_WAIT_SECONDS,
+            }
+        values["CACHES"] = {
+            "default": {
+                "BACKEND": "runner.web.cache.PrefixedRedisCache",
+                "LOCATION": redis.url,
+                "OPTIONS": options,
+            }
+        }
+    return values
+
+
+def runner_settings(base_dir: Path | str, environ: Mapping[str, str] | None = None) -> dict:
+    """Celery broker/results and the Django cache, as Django settings (``CELERY_*``)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    environ = os.environ if environ is None else environ
+    env = EnvironmentReader(environ)
+    redis = read_redis_settings(env)
+    limits = pool_limits(env)
+    if env.problems:
+        raise ImproperlyConfigured("; ".join(str(p) for p in env.problems))
+    if redis.broker_url is None:
+        data_dir = Path(base_dir) / (environ.get("RUNNER_DATA_DIR") or DEFAULT_DATA_DIR)
+        return _local(data_dir)
+    return _redis(redis, limits)

@@ -1,0 +1,203 @@
+"""``python -m runner.worker.entry``: Celery's command line with a bounded warm shutdown.
+
+On SIGTERM Celery's worker does a warm shutdown: it stops taking tasks and waits for the
+running ones to finish, for as long as they take. Render kills the instance 30 s after
+SIGTERM, so an unbounded wait ends in SIGKILL and, without acknowledgement, in tasks
+re-delivered only after the broker's visibility timeout. Here the warm shutdown gets
+``RUNNER_WARM_SHUTDOWN_SECONDS``; then the worker turns it into Celery's cold shutdown, which
+cancels what is still running so that late-acknowledged tasks go back to the queue now.
+Tasks that finish in time are simply done: nothing waits longer than it must.
+
+At the end of the grace the worker first gives back every message it holds unacknowledged
+(``give_back``: deliverable again at once, to the next worker that starts or any that
+runs), then ends what still runs. Giving back comes first because what follows is not
+sure to finish: Celery's cold shutdown restores unacknowledged messages only when it
+closes the broker connection, and measured here (prefork, local broker) it sometimes had
+not got there 5 s later, when supervisord's SIGKILL came, and the message -- kept only in
+kombu's memory with the local broker -- was lost. Then:
+
+- prefork: Celery's cold shutdown (SIGQUIT), which kills the children running tasks;
+- a pool that cannot cancel a running task (threads: a thread cannot be stopped, so the
+  cold shutdown would wait for it until the SIGKILL): the worker exits at once.
+
+A task that finishes between the two steps may run again: late acknowledgement is "at
+least once".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from celery.signals import worker_init, worker_shutting_down
+
+from runner.config.plan import NICENESS_VARIABLE, WARM_SHUTDOWN_VARIABLE
+from runner.worker import hooks as celery_hooks
+
+EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
+
+logger = logging.getLogger("runner.worker.entry")
+# The worker (WorkController) of this process, once Celery has built it.
+_workers: list = []
+
+
+def _remember_worker(sender=None, **_kwargs) -> None:
+    _workers.append(sender)
+
+
+def pool_can_cancel(pool) -> bool:
+    """Whether ``pool`` can stop a running task (prefork kills the child that runs it)."""
+    from celery.concurrency.base import BasePool
+
+    # Prefork binds its pool's terminate_job on start; the others keep BasePool's, which raises.
+    return getattr(pool.terminate_job, "__func__", None) is not BasePool.terminate_job
+
+
+def give_back(message) -> None:
+    """Make one unacknowledged message deliverable again, from any thread.
+
+    Redis: not a reject. A reject pushes the message back onto the queue's list, and this
+    worker's consumer may still have a BRPOP waiting on that list (kombu sends it ahead
+    and reads the answer in the event loop, which no longer runs): Redis hands the message
+    straight to that BRPOP, and it dies with the process -- seen in
+    tests/e2e/test_faults.py, where the queue stayed empty. Instead the message stays in
+    kombu's ``unacked`` hash and its delivery time in ``unacked_index`` is set to 0, as if
+    its visibility timeout had passed: the next worker to start (or any running one)
+    restores it at its next scan, kombu's own recovery (``QoS.restore_visible``, within
+    ``unacked_restore_interval``, 10 s, of a worker's start). Other transports: kombu's
+    reject with requeue (the filesystem transport writes the message back to its folder;
+    kombu keeps unacknowledged messages only in memory there).
+
+    Not ``request.reject()`` either: the consumer gives requests a reject callback that
+    runs only at the event loop's next turn (``call_soon``), which never comes once the
+    worker exits.
+    """
+    channel = message.channel
+    index_key = getattr(getattr(channel, "qos", None), "unacked_index_key", None)
+    if index_key is None:
+        message.reject(requeue=True)
+        return
+    with channel.conn_or_acquire() as client:  # a connection of its own from the pool
+        client.zadd(index_key, {message.delivery_tag: 0}, xx=True)
+
+
+def requeue_unacknowledged() -> int:
+    """Give the broker back every message this worker holds unacknowledged; how many.
+
+    Running tasks (``active_requests``) and tasks received but not started
+    (``reserved_requests``, e.g. waiting for a free thread) alike. A task acknowledged on
+    receipt (``acks_late`` off) has nothing left to give back.
+    """
+    from celery.worker import state
+
+    held = {*state.active_requests, *state.reserved_requests}
+    requeued = 0
+    for request in held:
+        if request.acknowledged:
+            continue
+        try:
+            give_back(request.message)
+            request.acknowledged = True  # nothing else may ack or reject it now
+        except Exception:  # one failure must not keep the others from going back
+            logger.exception(
+                "could not put task %s[%s] back in the queue", request.name, request.id
+            )
+            continue
+        requeued += 1
+    return requeued
+
+
+def stop_consuming(worker) -> None:
+    """Take no more tasks: cancel the worker's task consumer, as Celery's cold shutdown does
+    before it restores messages. Without it, a message given back can be taken again at
+    once by this same worker, which is about to exit (seen with the local broker: the
+    message was "received" again in the same millisecond, then lost with the process)."""
+    consumer = getattr(worker, "consumer", None)
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is None:
+        return
+    try:
+        task_consumer.cancel()
+    except Exception:  # a broken connection consumes nothing anyway
+        logger.debug("cancelling the task consumer failed", exc_info=True)
+
+
+def _end_warm_shutdown() -> None:
+    worker = _workers[-1] if _workers else None
+    pool = getattr(worker, "pool", None)
+    # Again, from here: the cancel asked for at the start of the warm shutdown runs only if
+    # the consumer's loop still turns, which Redis's event loop may no longer do by now.
+    stop_consuming(worker)
+    requeued = requeue_unacknowledged()
+    if pool is None or pool_can_cancel(pool):
+        logger.warning(
+            "shutdown grace over: %d unfinished task(s) put back in the queue; cancelling "
+            "them (cold shutdown)",
+            requeued,
+        )
+        os.kill(os.getpid(), signal.SIGQUIT)
+        return
+    logger.warning(
+        "shutdown grace over: %d unfinished task(s) put back in the queue (a %s pool "
+        "cannot stop a running task); exiting now",
+        requeued,
+        type(pool).__module__.rsplit(".", 1)[-1],
+    )
+    logging.shutdown()  # flush the line before the exit that skips Python's clean-up
+    os._exit(EX_REQUEUED)
+
+
+def _stop_consuming_soon() -> None:
+    """Ask the consumer's own loop to stop taking tasks, at its next turn.
+
+    With the local broker (kombu's filesystem transport, whose consumer is Celery's
+    synchronous loop) a worker in warm shutdown goes on receiving and running new tasks
+    until the last running one ends -- seen here: tasks sent after SIGTERM ran. The
+    memory watchdog restarts a threads-pool worker this way, so a leaking worker kept
+    taking the leaking task and went past the budget. The cancel runs in the loop
+    (``call_soon``), not in this signal handler, which may have interrupted that loop in
+    the middle of the channel's own bookkeeping.
+    """
+    worker = _workers[-1] if _workers else None
+    consumer = getattr(worker, "consumer", None)
+    if consumer is not None and hasattr(consumer, "call_soon"):
+        consumer.call_soon(stop_consuming, worker)
+
+
+def _bound_warm_shutdown(sig=None, how=None, exitcode=None, **_kwargs) -> None:
+    if how != "Warm":
+        return
+    _stop_consuming_soon()
+    seconds = float(os.environ.get(WARM_SHUTDOWN_VARIABLE) or 0)
+    if seconds <= 0:
+        return
+    timer = threading.Timer(seconds, _end_warm_shutdown)
+    timer.daemon = True  # the worker exiting earlier must not wait for the timer
+    timer.start()
+
+
+def lower_priority() -> None:
+    """Run at the niceness the plan asks for (``runner.config.plan.BACKGROUND_NICENESS``); pool
+    children and the embedded beat inherit it."""
+    niceness = int(os.environ.get(NICENESS_VARIABLE) or 0)
+    if niceness > 0:
+        os.nice(niceness)
+
+
+def main() -> None:
+    lower_priority()
+    worker_init.connect(_remember_worker, weak=False)
+    worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
+    # Pool children the memory watchdog can retire after their task, and gc.freeze().
+    celery_hooks.install()
+    from celery.__main__ import main as celery_main
+
+    sys.argv[0] = "celery"
+    celery_main()
+
+
+if __name__ == "__main__":
+    main()

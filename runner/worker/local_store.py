@@ -1,0 +1,123 @@
+"""The local default's broker and result files, written so that a full disk is a clear error.
+
+kombu's filesystem transport and Celery's file result backend write each file in place. On
+a full or read-only disk the file is created, the write fails, and the empty file stays.
+Measured with a full disk under a running service: the sender got "Cannot add file ... to
+directory"; the empty message left in the queue stopped the worker's consumer (kombu
+cannot decode it); the restarted worker could not even start, because Celery's file backend
+writes a test file whenever it is created ("The configured path for the file-system backend
+does not work correctly, please make sure that it exists and has the correct
+permissions"); supervisord gave up on it and the runner stopped the whole service, web
+included.
+
+Here both write every file under a hidden temporary name in its folder and rename it into
+place (atomic: a reader sees the whole file or nothing), remove the temporary file when the
+write fails, and raise an error that names the folder and the fix. The backend's start-up
+test lets a full disk pass, so a worker restarted while the disk is full starts and waits:
+the runner checked the folder at start (``runner.supervise.launch``), and storing a result says so
+when the disk is full.
+
+``install()`` makes ``filesystem://`` and ``file://`` mean these classes in this process.
+``runner.web.django_settings`` calls it when it chooses the local default, so every process that
+loads
+the project's settings uses them; the URLs stay the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from time import monotonic
+
+from celery.backends.filesystem import FilesystemBackend
+from celery.exceptions import ImproperlyConfigured
+from kombu.exceptions import OperationalError
+from kombu.transport import filesystem
+from kombu.utils.encoding import ensure_bytes, str_to_bytes
+from kombu.utils.json import dumps
+
+from runner.config.disk import NO_SPACE, write_failed
+
+TRANSPORT_PATH = "runner.worker.local_store:Transport"
+BACKEND_PATH = "runner.worker.local_store:ResultFiles"
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole or not at all; OSError when it cannot be written."""
+    folder, name = os.path.split(path)
+    # A leading dot: kombu's queue listing and Celery's result clean-up skip the name.
+    temporary = os.path.join(folder, f".{name}.tmp")
+    try:
+        with open(temporary, "wb") as out:  # buffered: a short write raises, never truncates
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def explain(folder: str, error: OSError, consequence: str) -> str:
+    return write_failed(folder, error, consequence) or (
+        f"cannot write to {folder} ({error.strerror}): {consequence}"
+    )
+
+
+class QueueWriteError(OperationalError):
+    """A message could not be written to the local broker's folder (disk full, read-only).
+
+    kombu's OperationalError, as the transport's own failure was: code that catches broker
+    outages around ``delay()`` catches this too. kombu does not retry it.
+    """
+
+    def __init__(self, message: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class ResultWriteError(OSError):
+    """A result could not be stored in the local results folder (disk full, read-only)."""
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        """Put ``payload`` onto ``queue``: the same file name as kombu's, written atomically."""
+        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        try:
+            write_atomically(os.path.join(self.data_folder_out, name), str_to_bytes(dumps(payload)))
+        except OSError as error:
+            message = explain(self.data_folder_out, error, "the message was not queued")
+            raise QueueWriteError(message, error.errno) from error
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
+
+
+class ResultFiles(FilesystemBackend):
+    def set(self, key, value):
+        filename = os.fsdecode(self._filename(key))
+        try:
+            write_atomically(filename, ensure_bytes(value))
+        except OSError as error:
+            message = explain(os.path.dirname(filename), error, "the result was not stored")
+            raise ResultWriteError(error.errno, message) from error
+
+    def _do_directory_test(self, key):
+        try:
+            super()._do_directory_test(key)
+        except ImproperlyConfigured as error:
+            cause = error.__context__
+            if isinstance(cause, OSError) and cause.errno in NO_SPACE:
+                return  # full now, maybe not in a minute: not a wrong path
+            raise
+
+
+def install() -> None:
+    """Use these classes for ``filesystem://`` and ``file://`` in this process."""
+    from celery.app.backends import BACKEND_ALIASES
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES["filesystem"] = TRANSPORT_PATH
+    BACKEND_ALIASES["file"] = BACKEND_PATH

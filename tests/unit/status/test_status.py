@@ -1,0 +1,265 @@
+"""The status data without a running service: assembly from supervisord's answers, beat's
+sign of life, the JSON shape, the terminal text, and the pointer and start-count files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from runner.config.plan import Plan, make_plan
+from runner.config.project import Project
+from runner.config.redis import RedisSettings, TLSOptions
+from runner.config.settings import load_settings
+from runner.status.gather import (
+    NOT_RUN_HERE,
+    Component,
+    Memory,
+    RedisStatus,
+    Schedule,
+    SignOfLife,
+    Status,
+    assemble_components,
+    beat_sign,
+    redis_status,
+)
+from runner.status.text import render_text
+from runner.supervise import runstate
+
+CWD = Path("/srv/project")
+PROJECT = Project("app.settings", "manage.py", "app", "top package of app.settings")
+NOW = datetime(2026, 1, 2, 12, 0, 0, tzinfo=UTC)
+STARTED = NOW - timedelta(minutes=5)
+WORKER_SIGN = SignOfLife(True, "celery@host answered a ping (3 ms)", NOW)
+# No REDIS_URL: nothing to ping.
+LOCAL_DEFAULT_REDIS = RedisStatus(configured=False, url=None)
+
+
+def plan_for(environ: dict[str, str]) -> Plan:
+    return make_plan(load_settings(environ, CWD), PROJECT)
+
+
+def info(name: str, statename: str = "RUNNING", pid: int = 100, spawnerr: str = "") -> dict:
+    """One entry of supervisord's getAllProcessInfo, as XML-RPC returns it."""
+    return {
+        "name": name,
+        "statename": statename,
+        "pid": pid if statename == "RUNNING" else 0,
+        "start": int(STARTED.timestamp()),
+        "spawnerr": spawnerr,
+    }
+
+
+def test_embedded_beat_is_reported_as_part_of_the_worker():
+    """Embedded beat shows the worker's state, PID and restarts, and no memory of its own."""
+    memory = {"web": Memory(80.0, 3), "worker": Memory(120.0, 4)}
+    components = assemble_components(
+        plan_for({}),
+        [info("web", pid=10), info("worker", pid=20)],
+        {"web": 1, "worker": 3},
+        memory,
+        {"worker": WORKER_SIGN},
+    )
+    assert components == (
+        Component("web", True, "web", "running", 10, STARTED, 0, memory["web"]),
+        Component(
+            "worker", True, "worker", "running", 20, STARTED, 2, memory["worker"], WORKER_SIGN
+        ),
+        Component(
+            "beat",
+            True,
+            "worker",
+            "running",
+            20,
+            STARTED,
+            2,
+            None,
+            None,
+            "embedded in the worker (BEAT_MODE=embedded): its memory is the worker's",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "planned"),
+    [
+        ({"BEAT_MODE": "separate"}, ("web", "worker", "beat")),
+        ({"RUN_WORKER": "false", "RUN_BEAT": "false"}, ("web",)),
+        ({"RUN_WEB": "false", "RUN_BEAT": "false"}, ("worker",)),
+        ({"RUN_WEB": "false", "RUN_WORKER": "false"}, ("beat",)),
+    ],
+)
+def test_components_this_instance_does_not_run_say_so(environ, planned):
+    """Scaled out, each service shows the other components as "not run here"."""
+    plan = plan_for(environ)
+    infos = [info(name) for name in plan.program_names]
+    components = assemble_components(plan, infos, {}, {}, {})
+    assert tuple(c.name for c in components if c.planned) == planned
+    for component in components:
+        if not component.planned:
+            assert (component.state, component.program) == (NOT_RUN_HERE, None)
+            assert component.note == f"RUN_{component.name.upper()} is false for this instance"
+
+
+@pytest.mark.parametrize(
+    ("statename", "word"),
+    [
+        ("STARTING", "starting"),
+        ("BACKOFF", "restarting"),
+        ("FATAL", "failed"),
+        ("EXITED", "exited"),
+    ],
+)
+def test_supervisord_states_become_words_and_only_running_has_a_since(statename, word):
+    """A program that is not running has no "since", and its spawn error is shown."""
+    plan = plan_for({"RUN_WORKER": "false", "RUN_BEAT": "false"})
+    [web, *_] = assemble_components(
+        plan, [info("web", statename, spawnerr="can't find command")], {"web": 4}, {}, {}
+    )
+    assert (web.state, web.since, web.restarts, web.note) == (word, None, 3, "can't find command")
+    assert not web.running
+
+
+def test_restarts_are_unknown_without_start_counts():
+    """Without the start-count file, restarts are shown as unknown rather than as zero."""
+    plan = plan_for({"RUN_WORKER": "false", "RUN_BEAT": "false"})
+    [web, *_] = assemble_components(plan, [info("web")], {}, {}, {})
+    assert web.restarts is None
+
+
+def schedule(name: str, last_minutes_ago: float | None, overdue: bool = False) -> Schedule:
+    last = None if last_minutes_ago is None else NOW - timedelta(minutes=last_minutes_ago)
+    return Schedule(name, f"app.tasks.{name}", "every minute", last, NOW, overdue)
+
+
+def test_beat_sign_of_life_is_the_last_task_sent_unless_something_is_overdue():
+    """Beat is alive when it sent recently and nothing is overdue; unknown before its first."""
+    assert beat_sign([schedule("a", 3), schedule("b", 1)], NOW) == SignOfLife(
+        True, "last sent b 60 s ago", NOW - timedelta(minutes=1)
+    )
+    assert beat_sign([schedule("a", None)], NOW) == SignOfLife(None, "has not sent a task yet")
+    assert beat_sign([schedule("a", 30, overdue=True)], NOW) == SignOfLife(
+        False, "overdue: a (beat is not sending them)", NOW - timedelta(minutes=30)
+    )
+
+
+def status(**changes) -> Status:
+    fields = {
+        "checked_at": NOW,
+        "project": "app.settings",
+        "supervisor_url": "unix:///tmp/runner-x/supervisor.sock",
+        "components": (
+            Component("web", True, "web", "running", 10, STARTED, 0, Memory(80.0, 3)),
+            Component("worker", True, "worker", "running", 20, STARTED, 1, Memory(120.5, 4)),
+            Component("beat", False, None, NOT_RUN_HERE, note="RUN_BEAT is false"),
+        ),
+        "redis": LOCAL_DEFAULT_REDIS,
+    }
+    return Status(**(fields | changes))
+
+
+def test_json_has_every_field_with_a_place_for_the_memory_share():
+    """The JSON is plain types, datetimes in ISO 8601, and share_mb present (null) per program."""
+    data = json.loads(json.dumps(status().to_json()))
+    web = data["components"][0]
+    assert web == {
+        "name": "web",
+        "planned": True,
+        "program": "web",
+        "state": "running",
+        "running": True,
+        "pid": 10,
+        "since": STARTED.isoformat(),
+        "restarts": 0,
+        "memory": {"pss_mb": 80.0, "processes": 3, "share_mb": None},
+        "sign_of_life": None,
+        "note": "",
+    }
+    assert data["redis"]["configured"] is False
+    assert data["healthy"] is True
+
+
+def test_a_failing_worker_ping_makes_the_status_unhealthy():
+    """A running worker that does not answer its ping is not healthy."""
+    silent = Component(
+        "worker", True, "worker", "running", 20, STARTED, 0, None, SignOfLife(False, "no answer")
+    )
+    assert not status(components=(silent,)).healthy
+    assert status(components=(silent,)).to_json()["healthy"] is False
+
+
+def test_terminal_text_shows_each_component_on_its_own_line():
+    """`runner status` prints one aligned line per component, then Redis."""
+    text = render_text(status())
+    assert text.splitlines() == [
+        "service   app.settings: all running",
+        "checked   2026-01-02 12:00:00 UTC",
+        "web       running, pid 10, since 11:55:00 (300 s ago), restarts 0, "
+        "memory 80.0 MB (3 processes)",
+        "worker    running, pid 20, since 11:55:00 (300 s ago), restarts 1, "
+        "memory 120.5 MB (4 processes)",
+        "beat      not run here",
+        "          RUN_BEAT is false",
+        "redis     not used (local default: no REDIS_URL)",
+    ]
+
+
+def test_redis_status_reports_an_unreachable_server_without_raising():
+    """A Redis that does not answer is a fact in the status (with TLS flags), not an error."""
+    url = "rediss://default:secret@127.0.0.1:9/0"  # the discard port: nothing listens
+    settings = RedisSettings(url, url, url, False, TLSOptions("required"), 30)
+    result = redis_status(settings, timeout=0.5)
+    assert (result.configured, result.reachable, result.tls, result.verified) == (
+        True,
+        False,
+        True,
+        True,
+    )
+    assert result.url == "rediss://default:***@127.0.0.1:9/0"
+    assert "secret" not in (result.error or "")
+
+
+def test_pointer_of_a_live_process_is_read_back(tmp_path):
+    """The pointer written for a live PID is found again, with its run directory."""
+    runstate.write_pointer(tmp_path, os.getpid(), "unix:///r/x/s.sock", CWD)
+    pointer = runstate.read_pointer(tmp_path)
+    assert pointer is not None
+    assert (pointer.pid, pointer.supervisor_url, pointer.run_dir) == (
+        os.getpid(),
+        "unix:///r/x/s.sock",
+        Path("/r/x"),
+    )
+
+
+def test_a_stale_pointer_reads_as_nothing_running_and_is_removed(tmp_path):
+    """A pointer whose process has exited is removed when read."""
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(finished.stdout)
+    (tmp_path / runstate.POINTER_NAME).write_text(
+        json.dumps({"pid": pid, "create_time": 1.0, "supervisor_url": "unix:///x", "cwd": "/"})
+    )
+    assert runstate.read_pointer(tmp_path) is None
+    assert not (tmp_path / runstate.POINTER_NAME).exists()
+
+
+def test_garbage_in_the_pointer_reads_as_nothing_running(tmp_path):
+    """An unreadable pointer is treated like a stale one."""
+    (tmp_path / runstate.POINTER_NAME).write_text("{not json")
+    assert runstate.read_pointer(tmp_path) is None
+
+
+def test_start_counts_round_trip(tmp_path):
+    """Start counts written by the supervisor are read back; a missing file reads as empty."""
+    assert runstate.read_starts(tmp_path) == {}
+    runstate.write_starts(tmp_path, {"web": 1, "worker": 3})
+    assert runstate.read_starts(tmp_path) == {"web": 1, "worker": 3}
