@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django
 from django.core.exceptions import ImproperlyConfigured
 
 from runner.config.environment import EnvironmentReader
@@ -162,6 +163,10 @@ except ValueError as exc:
     )
     _database = dj_database_url.parse(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 
+# Django 5.1 added SQLite's transaction_mode and init_command options.
+SQLITE_OPTIONS_SINCE = (5, 1)
+SQLITE_PRAGMAS = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+
 if _database["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat write the same file at once, from separate processes:
     # - WAL lets readers carry on while one process writes; synchronous=NORMAL is safe
@@ -169,12 +174,13 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     # - IMMEDIATE takes the write lock when a transaction starts, so a waiting writer is
     #   covered by the busy timeout instead of failing at once on a lock upgrade.
     # Options given in the URL's query string win over these.
-    _database["OPTIONS"] = {
-        "timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-        **_database.get("OPTIONS", {}),
-    }
+    _sqlite_options: dict[str, object] = {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+    if django.VERSION >= SQLITE_OPTIONS_SINCE:
+        _sqlite_options["transaction_mode"] = "IMMEDIATE"
+        _sqlite_options["init_command"] = SQLITE_PRAGMAS
+    # Older Django passes OPTIONS straight to sqlite3.connect(): the pragmas are then set on
+    # each new connection by app.apps (no IMMEDIATE there: a rare lock upgrade may fail).
+    _database["OPTIONS"] = {**_sqlite_options, **_database.get("OPTIONS", {})}
 
 DATABASES = {"default": _database}
 

@@ -15,6 +15,7 @@ from runner.config.memory_plan import MemoryPlan, WebShape, WorkerShape, plan_me
 from runner.config.project import Project, celery_notes
 from runner.config.redis import broker_redis_url, mask_url
 from runner.config.settings import BEAT_LEADER_SCHEDULER, KEEP_AWAKE_MINUTES, Settings
+from runner.config.versions import Versions
 
 # Small defaults that fit a 512 MB instance (the seed's own flags: 2 web workers, 2 tasks).
 DEFAULT_WEB_CONCURRENCY = 2
@@ -102,7 +103,7 @@ def _python(*args: str) -> tuple[str, ...]:
     return (sys.executable, *args)
 
 
-def _web(settings: Settings, shape: WebShape, grace: int) -> Program:
+def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) -> Program:
     command = _python(
         "-m",
         "gunicorn",
@@ -134,9 +135,10 @@ def _web(settings: Settings, shape: WebShape, grace: int) -> Program:
         "-",
         "--log-level",
         settings.log_level,
-        # Gunicorn 27's control socket would be a file in $HOME and a second way in.
-        "--no-control-socket",
     )
+    if versions.gunicorn_control_socket:
+        # gunicorn 25.1+'s control socket would be a file in $HOME and a second way in.
+        command += ("--no-control-socket",)
     return Program(
         "web", command, processes=1 + shape.workers, stop_wait_seconds=settings.shutdown_grace
     )
@@ -242,7 +244,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
     )
     notes.extend(budget.notes)
     if memory.web is not None:
-        programs.append(_web(settings, memory.web, grace))
+        programs.append(_web(settings, memory.web, grace, project.versions))
     if memory.worker is not None:
         programs.append(_worker(settings, project, memory.worker, embed_beat, grace))
     if settings.run_beat and not embed_beat:

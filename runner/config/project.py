@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from runner.config.redis import RedisSettings, mask_url
+from runner.config.versions import NEWEST, Versions
 from runner.errors import ConfigError, Problem
 
 _SETDEFAULT = re.compile(
@@ -63,6 +64,7 @@ class Project:
     settings_file: str | None = None  # where the settings module was found, for people
     wsgi_application: str | None = None  # the settings' WSGI_APPLICATION
     celery: CeleryConfig | None = None
+    versions: Versions = NEWEST  # the installed libraries (runner.config.versions)
 
 
 def find_project(

@@ -30,7 +30,7 @@ import time
 import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import redis
@@ -46,6 +46,8 @@ from runner.config.settings import Settings, load_settings
 from runner.supervise.discover import read_manage_py
 from runner.supervise.memory import sample_tree
 from runner.supervise.runstate import read_pointer, read_starts, run_dir_of
+
+UTC = timezone.utc  # datetime.UTC from Python 3.11
 
 COMPONENTS = ("web", "worker", "beat")
 SUPERVISOR_TIMEOUT_SECONDS = 3.0

@@ -28,6 +28,7 @@ imported is dropped: every program prints it again, under its own name.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import io
 import os
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from runner.config.project import Project, celery_config
 from runner.config.settings import Settings
+from runner.config.versions import DISTRIBUTIONS, Versions
 from runner.errors import ConfigError, Problem
 
 # Longest exception message quoted in the one-line error; the rest is in the programs' logs.
@@ -53,6 +55,17 @@ def read_manage_py(cwd: Path) -> str | None:
         return (cwd / "manage.py").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+
+
+def installed_versions() -> Versions:
+    """The installed releases of the libraries the runner drives (absent ones are None)."""
+    texts: dict[str, str | None] = {}
+    for name in DISTRIBUTIONS:
+        try:
+            texts[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            texts[name] = None
+    return Versions.parse(texts)
 
 
 def module_file(name: str) -> str | None:
@@ -212,7 +225,9 @@ def discover(project: Project, settings: Settings, cwd: Path) -> Project:
     settings_file = module_file(project.settings_module)
     if settings_file is None:
         raise ConfigError([_settings_problem(project, cwd)])
-    project = replace(project, settings_file=_shown(settings_file, cwd))
+    project = replace(
+        project, settings_file=_shown(settings_file, cwd), versions=installed_versions()
+    )
     if not (settings.run_worker or settings.run_beat):
         return project  # the web alone imports nothing here: Gunicorn does, once
     with _importing_from(cwd, project.settings_module):

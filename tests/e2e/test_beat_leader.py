@@ -9,7 +9,7 @@ import itertools
 import signal
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,8 @@ from runner.worker.beat_leader import LOCK_KEY_PREFIX
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import speed_up_heartbeat, start_runner
+
+UTC = timezone.utc  # datetime.UTC from Python 3.11
 
 pytestmark = pytest.mark.e2e
 

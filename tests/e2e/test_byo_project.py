@@ -28,7 +28,13 @@ import pytest
 import requests
 
 from tests.support.processes import wait_for
-from tests.support.runner import REPO_ROOT, start_runner, stop_and_check, wait_http_ok
+from tests.support.runner import (
+    REPO_ROOT,
+    SHELL_COMMAND,
+    start_runner,
+    stop_and_check,
+    wait_http_ok,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +83,7 @@ def plan(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def manage_shell(env: dict[str, str], code: str) -> str:
     """Run ``code`` with ``python manage.py shell -c`` in the project; return its last line."""
     result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        [sys.executable, *SHELL_COMMAND, "-c", code],
         cwd=PROJECT,
         env=env,
         capture_output=True,

@@ -7,13 +7,15 @@ from __future__ import annotations
 import itertools
 import signal
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import wait_for
 from tests.support.runner import manage, start_runner
+
+UTC = timezone.utc  # datetime.UTC from Python 3.11
 
 pytestmark = pytest.mark.e2e
 

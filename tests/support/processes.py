@@ -15,7 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import psutil
 
@@ -123,7 +123,7 @@ class ProcessHandle:
         """Show the PID and the command."""
         return f"<ProcessHandle pid={self.pid} argv={' '.join(self.argv)!r}>"
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "ProcessHandle":
         """Return the handle itself."""
         return self
 

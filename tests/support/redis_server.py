@@ -8,7 +8,7 @@ log, keeps nothing on disk (``--save "" --appendonly no``) unless made ``persist
 import signal
 import urllib.parse
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -77,7 +77,7 @@ class RedisServer:
         pid = self._handle.pid if self._handle else None
         return f"<RedisServer port={self.port} tls={self.tls is not None} pid={pid}>"
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> "RedisServer":
         """Start the server."""
         return self.start()
 
@@ -95,7 +95,7 @@ class RedisServer:
         """The running server's ProcessHandle (for its output or tree), None when stopped."""
         return self._handle
 
-    def start(self, timeout: float = START_TIMEOUT) -> Self:
+    def start(self, timeout: float = START_TIMEOUT) -> "RedisServer":
         """Start redis-server and wait until it answers an authenticated PING; return self.
 
         The first start picks a free port (retrying with another one if it was taken

@@ -5,6 +5,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import django
 import requests
 
 from runner.config.settings import VARIABLES
@@ -22,6 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 HOST_VARIABLES_REMOVED = (*(v.name for v in VARIABLES), "MEMORY_BUDGET_MB")
 """Variables the runner reads, dropped from the host environment: a test sets those it wants."""
+
+SHELL_COMMAND = (
+    "manage.py",
+    "shell",
+    # Django 5.2's shell imports every model unless told not to; older ones have no flag.
+    *(("--no-imports",) if django.VERSION >= (5, 2) else ()),
+)
+"""``manage.py shell`` without automatic imports, as the installed Django spells it."""
 
 HTTP_REQUEST_TIMEOUT = 5.0
 """Seconds one polling request of wait_http_ok() may take."""

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.runner import SHELL_COMMAND
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Generous: a cold `migrate` of every app takes a few seconds on a slow CI machine.
 MANAGE_TIMEOUT_SECONDS = 120
@@ -48,7 +50,7 @@ def manage(tmp_path: Path, *args: str, **environ: str) -> subprocess.CompletedPr
 
 def shell_json(tmp_path: Path, code: str, **environ: str):
     """Run Python code in ``manage.py shell`` and decode the JSON it prints last."""
-    result = manage(tmp_path, "shell", "--no-imports", "-v", "0", "-c", code, **environ)
+    result = manage(tmp_path, *SHELL_COMMAND[1:], "-v", "0", "-c", code, **environ)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -9,13 +9,15 @@ the start command exists, the health path is the one the runner serves.
 from __future__ import annotations
 
 import importlib.util
-import platform
+import re
 import secrets
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from runner.config.plan import HEALTH_PATH, make_plan
 from runner.config.project import find_project
@@ -114,10 +116,16 @@ def test_every_service_starts_the_runner_and_builds_from_the_requirements(bluepr
             assert service["healthCheckPath"] == HEALTH_PATH
 
 
-def test_python_version_is_the_one_the_tests_run_on(blueprint):
-    """PYTHON_VERSION pins Render's Python to the interpreter these tests run on."""
+def test_python_version_is_a_full_version_the_runner_supports(blueprint):
+    """PYTHON_VERSION pins Render's Python to one full version inside requires-python."""
     versions = {e["value"] for e in all_entries(blueprint) if e["key"] == "PYTHON_VERSION"}
-    assert versions == {platform.python_version()}
+    assert len(versions) == 1
+    (version,) = versions
+    # tomllib is Python 3.11+; the one line is enough here.
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    requires = re.search(r'^requires-python = "([^"]+)"', pyproject, re.M).group(1)
+    assert re.fullmatch(r"3\.\d+\.\d+", version)
+    assert Version(version) in SpecifierSet(requires)
 
 
 def test_secrets_are_generated_or_prompted_never_written_down(blueprint):

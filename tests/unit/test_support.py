@@ -35,7 +35,7 @@ import subprocess, sys, time
 # The middle process starts "sleep" in its own process group and exits at once, so the
 # sleep is reparented away from us and out of our group: only the session id finds it.
 middle = (
-    "import subprocess; p = subprocess.Popen(['sleep', '300'], process_group=0); "
+    "import os, subprocess; p = subprocess.Popen(['sleep', '300'], preexec_fn=os.setpgrp); "
     "print('orphan', p.pid, flush=True)"
 )
 subprocess.run([sys.executable, "-c", middle], check=True)

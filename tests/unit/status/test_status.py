@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,8 @@ from runner.status.gather import (
 )
 from runner.status.text import render_text
 from runner.supervise import runstate
+
+UTC = timezone.utc  # datetime.UTC from Python 3.11
 
 CWD = Path("/srv/project")
 PROJECT = Project("app.settings", "manage.py", "app", "top package of app.settings")
