@@ -268,7 +268,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         )
     if redis.upgraded_to_tls:
         notes.append("REQUIRE_REDIS_SSL is true: redis:// URLs were upgraded to rediss://")
-    if redis.uses_tls and not redis.tls.verified:
+    if redis.uses_tls and not redis.all_verified:
         notes.append(
             "Redis connection is encrypted but the server is NOT verified; set "
             "REDIS_SSL_CA_CERTS to your provider's CA (e.g. redis_ca.pem) to verify it"

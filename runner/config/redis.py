@@ -12,7 +12,13 @@ Traps this module exists for (found in the libraries' sources):
 - Celery's Redis result backend refuses a ``rediss://`` URL without ``ssl_cert_reqs``, so we
   always pass ``redis_backend_use_ssl``;
 - redis-py (and so the Django cache) verifies certificates by default, so the seed's
-  "encrypted, not verified" default must be passed to it explicitly too.
+  "encrypted, not verified" default must be passed to it explicitly too;
+- TLS options in a URL's query string (``?ssl_cert_reqs=none``, Celery's documented form)
+  are read by kombu and by Celery's result backend (which accept ``CERT_NONE`` as well as
+  ``none``), but redis-py's own URL parser passes them through as strings and refuses
+  ``CERT_NONE``. So the runner reads them here, once: for a URL they win over
+  ``REDIS_SSL_*`` (as in Celery), and every consumer the runner configures gets the URL
+  without them plus the same options as arguments (``client_args``, ``runner_settings``).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runner.config.environment import EnvironmentReader
 from runner.errors import Problem
@@ -35,6 +41,16 @@ CERT_REQS = {
     "required": ssl.CERT_REQUIRED,
     "optional": ssl.CERT_OPTIONAL,
     "none": ssl.CERT_NONE,
+}
+# The TLS options Celery's Redis result backend and kombu read from a rediss:// URL's query
+# string (celery.backends.redis, kombu.utils.url.parse_url), and the values they take for
+# ssl_cert_reqs (kombu.utils.url.parse_ssl_cert_reqs: both spellings, case as written).
+URL_TLS_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+URL_CERT_REQS = {
+    **{name: name for name in CERT_REQS},
+    "CERT_REQUIRED": "required",
+    "CERT_OPTIONAL": "optional",
+    "CERT_NONE": "none",
 }
 
 # Redis Cloud's smallest plans cap a database at 30 connections.
@@ -52,6 +68,8 @@ class TLSOptions:
     cert_reqs: str  # one of CERT_REQS
     ca_file: str | None = None  # a PEM bundle on disk
     ca_data: str | None = None  # PEM text given directly in the environment
+    certfile: str | None = None  # a client certificate (ssl_certfile in a URL)
+    keyfile: str | None = None  # its key (ssl_keyfile)
 
     @property
     def verified(self) -> bool:
@@ -73,32 +91,114 @@ class RedisSettings:
     upgraded_to_tls: bool  # REQUIRE_REDIS_SSL turned at least one redis:// into rediss://
     tls: TLSOptions
     max_connections: int
+    require_tls: bool = False  # REQUIRE_REDIS_SSL
+    tls_cert_reqs_given: bool = False  # REDIS_SSL_CERT_REQS set, not implied by a CA
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """REDIS_URL, the broker's and the results' URLs, each once, those that are set."""
+        given = (self.url, self.broker_url, self.result_backend)
+        return tuple(dict.fromkeys(u for u in given if u))
 
     @property
     def uses_tls(self) -> bool:
-        return any(
-            u is not None and u.startswith("rediss://")
-            for u in (self.url, self.broker_url, self.result_backend)
-        )
+        return any(u.startswith("rediss://") for u in self.urls)
+
+    @property
+    def all_verified(self) -> bool:
+        """Every rediss:// URL checks the server's certificate."""
+        return all(self.tls_for(u).verified for u in self.urls if u.startswith("rediss://"))
+
+    def tls_for(self, url: str) -> TLSOptions:
+        """The TLS options for ``url``: REDIS_SSL_*, overridden by those in its query string."""
+        return tls_for(self.tls, url)
+
+
+def url_tls_options(url: str) -> dict[str, str]:
+    """The TLS options in ``url``'s query string, percent-decoded (as Celery decodes them)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return {}
+    return {key: value for key, value in parse_qsl(query) if key in URL_TLS_KEYS}
+
+
+def without_tls_options(url: str) -> str:
+    """``url`` without the TLS options of its query string (given to redis-py as arguments)."""
+    parts = urlsplit(url)
+    kept = [(key, value) for key, value in parse_qsl(parts.query) if key not in URL_TLS_KEYS]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def tls_for(base: TLSOptions, url: str) -> TLSOptions:
+    """``base`` with the options written in ``url`` on top, meaning what they mean to Celery."""
+    given = url_tls_options(url)
+    if not given:
+        return base
+    cert_reqs = URL_CERT_REQS.get(given.get("ssl_cert_reqs", ""), base.cert_reqs)
+    ca_file = given.get("ssl_ca_certs")
+    return TLSOptions(
+        cert_reqs=cert_reqs,
+        ca_file=ca_file or base.ca_file,
+        ca_data=None if ca_file else base.ca_data,
+        certfile=given.get("ssl_certfile") or base.certfile,
+        keyfile=given.get("ssl_keyfile") or base.keyfile,
+    )
 
 
 def mask_url(url: str | None) -> str | None:
-    """``rediss://default:<password>@host:6379`` -> ``rediss://default:***@host:6379``."""
+    """``rediss://default:<password>@host:6379`` -> ``rediss://default:***@host:6379``.
+
+    Whatever the password holds: everything between the scheme's ``//`` and the last ``@``
+    after the user name is hidden, so a password with an unencoded ``/ # ? @ :`` (a URL
+    that does not parse) is masked all the same.
+    """
     if not url:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None and "@" not in parts.netloc:
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    netloc = f"{user}:***@{hostport}" if userinfo else hostport
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    userinfo, _, hostpart = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+    if "/" in user or "?" in user or "#" in user:
+        user = ""  # the "user" ran into a password's special characters: show none of it
+    return f"{scheme}://{user}:***@{hostpart}" if userinfo else f"{scheme}://{hostpart}"
 
 
-def _url_problem(name: str, url: str, schemes: tuple[str, ...]) -> Problem | None:
+class SecretURL:
+    """A URL that shows itself masked: ``str``, ``repr`` and JSON all give ``mask_url``.
+
+    Held where a URL with its password travels inside objects that are printed (the plan,
+    ``python -m runner plan --json``); ``reveal()`` is the only way to the password.
+    """
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: str):
+        self._url = url
+
+    def reveal(self) -> str:
+        return self._url
+
+    def __str__(self) -> str:
+        return mask_url(self._url) or ""
+
+    def __repr__(self) -> str:
+        return f"SecretURL({str(self)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretURL) and other._url == self._url
+
+    def __hash__(self) -> int:
+        return hash(self._url)
+
+    def __deepcopy__(self, memo: dict) -> SecretURL:
+        return self
+
+
+def _url_problem(
+    name: str, url: str, schemes: tuple[str, ...], require_tls: bool = False
+) -> Problem | None:
     masked = mask_url(url)
     # Celery takes some backends by bare name: CELERY_RESULT_BACKEND=django-db (the admin's
     # task results, django_celery_results), django-cache, rpc.
@@ -129,17 +229,42 @@ def _url_problem(name: str, url: str, schemes: tuple[str, ...]) -> Problem | Non
             return Problem(name, masked, "no host; use redis[s]://user:password@host:port")
         if port is None:
             return Problem(name, masked, "no port; Redis Cloud URLs end with :<port>")
-        # kombu, Celery's backend and redis-py each read (or ignore) TLS options in the query
-        # string their own way: one consumer would verify and another not.
-        in_query = sorted({key for key, _ in parse_qsl(parts.query) if key.startswith("ssl")})
-        if in_query:
-            return Problem(
-                name,
-                masked,
-                f"TLS options in the URL ({', '.join(in_query)}) are not applied the same way "
-                "by every library; remove them and use REDIS_SSL_CERT_REQS and "
-                "REDIS_SSL_CA_CERTS",
-            )
+        return _url_tls_problem(name, masked, parts.scheme, parts.query, require_tls)
+    return None
+
+
+def _url_tls_problem(
+    name: str, masked: str | None, scheme: str, query: str, require_tls: bool
+) -> Problem | None:
+    """TLS options in a URL's query string: the ones Celery reads, with values it accepts."""
+    options = dict(parse_qsl(query))
+    unknown = sorted(key for key in options if key.startswith("ssl") and key not in URL_TLS_KEYS)
+    if unknown:
+        return Problem(
+            name,
+            masked,
+            f"unknown TLS option in the URL ({', '.join(unknown)}); Celery reads "
+            + ", ".join(URL_TLS_KEYS),
+        )
+    given = [key for key in URL_TLS_KEYS if key in options]
+    if given and scheme == "redis" and not require_tls:
+        return Problem(
+            name,
+            masked,
+            f"TLS options ({', '.join(given)}) on a redis:// URL: Celery refuses them; "
+            "write rediss:// to use TLS, or remove them",
+        )
+    reqs = options.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in URL_CERT_REQS:
+        return Problem(
+            name,
+            masked,
+            f"ssl_cert_reqs={reqs!r} in the URL; use required, optional or none "
+            "(or CERT_REQUIRED, CERT_OPTIONAL, CERT_NONE)",
+        )
+    for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if key in options and not os.path.isfile(options[key]):
+            return Problem(name, masked, f"{key}={options[key]!r} in the URL: no such file")
     return None
 
 
@@ -188,16 +313,18 @@ def read_redis_settings(env: EnvironmentReader) -> RedisSettings:
             )
         )
         url = None
-    if url is not None and (p := _url_problem("REDIS_URL", url, REDIS_SCHEMES)):
+    if url is not None and (p := _url_problem("REDIS_URL", url, REDIS_SCHEMES, require_tls)):
         problems.append(p)
 
     # The seed documents these as "leave empty": empty means derive from REDIS_URL.
     broker = environ.get("CELERY_BROKER_URL") or None
     backend = environ.get("CELERY_RESULT_BACKEND") or None
-    if broker is not None and (p := _url_problem("CELERY_BROKER_URL", broker, BROKER_SCHEMES)):
+    if broker is not None and (
+        p := _url_problem("CELERY_BROKER_URL", broker, BROKER_SCHEMES, require_tls)
+    ):
         problems.append(p)
     if backend is not None and (
-        p := _url_problem("CELERY_RESULT_BACKEND", backend, RESULT_SCHEMES)
+        p := _url_problem("CELERY_RESULT_BACKEND", backend, RESULT_SCHEMES, require_tls)
     ):
         problems.append(p)
 
@@ -237,6 +364,8 @@ def read_redis_settings(env: EnvironmentReader) -> RedisSettings:
         upgraded_to_tls=up1 or up2 or up3,
         tls=tls,
         max_connections=max_connections,
+        require_tls=require_tls,
+        tls_cert_reqs_given=reqs is not None,
     )
 
 
@@ -253,6 +382,10 @@ def redis_py_ssl_kwargs(tls: TLSOptions) -> dict[str, object]:
         kwargs["ssl_ca_certs"] = tls.ca_file
     if tls.ca_data:
         kwargs["ssl_ca_data"] = tls.ca_data
+    if tls.certfile:
+        kwargs["ssl_certfile"] = tls.certfile
+    if tls.keyfile:
+        kwargs["ssl_keyfile"] = tls.keyfile
     return kwargs
 
 
@@ -266,9 +399,12 @@ def redis_backend_use_ssl(tls: TLSOptions) -> dict[str, object]:
     return redis_py_ssl_kwargs(tls)
 
 
-def client_kwargs(settings: RedisSettings, url: str) -> dict[str, object]:
-    """Keyword arguments for ``redis.Redis.from_url(url, **kwargs)`` honouring our TLS choice."""
-    return redis_py_ssl_kwargs(settings.tls) if url.startswith("rediss://") else {}
+def client_args(settings: RedisSettings, url: str) -> tuple[str, dict[str, object]]:
+    """``(url, kwargs)`` for ``redis.Redis.from_url(url, **kwargs)``: the URL without its TLS
+    options, and those options (``tls_for``) as redis-py's keyword arguments."""
+    if not url.startswith("rediss://"):
+        return url, {}
+    return without_tls_options(url), redis_py_ssl_kwargs(settings.tls_for(url))
 
 
 def broker_redis_url(settings: RedisSettings) -> str | None:

@@ -41,7 +41,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from runner.config.budget import read_container_limit, resolve_budget
 from runner.config.plan import Plan, make_plan
 from runner.config.project import find_project
-from runner.config.redis import RedisSettings, client_kwargs, mask_url
+from runner.config.redis import RedisSettings, client_args, mask_url
 from runner.config.settings import Settings, load_settings
 from runner.supervise.discover import read_manage_py
 from runner.supervise.memory import sample_tree
@@ -402,13 +402,15 @@ def redis_status(settings: RedisSettings, timeout: float = REDIS_TIMEOUT_SECONDS
     if not url or not url.startswith(("redis://", "rediss://")):
         return RedisStatus(configured=False, url=None)
     tls = url.startswith("rediss://")
-    base = RedisStatus(True, mask_url(url), tls=tls, verified=tls and settings.tls.verified)
+    verified = tls and settings.tls_for(url).verified
+    base = RedisStatus(True, mask_url(url), tls=tls, verified=verified)
+    client_url, tls_kwargs = client_args(settings, url)
     client = redis.Redis.from_url(
-        url,
+        client_url,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
-        **client_kwargs(settings, url),
+        **tls_kwargs,
     )
     started = time.monotonic()
     try:

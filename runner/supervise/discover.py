@@ -39,7 +39,7 @@ from dataclasses import replace
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from runner.config.project import Project, celery_config
+from runner.config.project import Project, celery_config, celery_problems
 from runner.config.settings import Settings
 from runner.config.versions import DISTRIBUTIONS, Versions
 from runner.errors import ConfigError, Problem
@@ -203,10 +203,12 @@ def _read_celery(project: Project, cwd: Path) -> tuple[str, dict[str, object], s
             "broker_url": app.conf.broker_url,
             "result_backend": app.conf.result_backend,
             "broker_use_ssl": app.conf.broker_use_ssl,
+            "redis_backend_use_ssl": app.conf.redis_backend_use_ssl,
         }
         from django.conf import settings as django_settings
 
         wsgi = getattr(django_settings, "WSGI_APPLICATION", None)
+        conf["caches"] = getattr(django_settings, "CACHES", None)
     except Exception as error:  # the settings' own errors: every program would hit them
         fix = (
             f"importing it failed ({_describe(error, cwd)}); fix the settings: the web, "
@@ -232,4 +234,7 @@ def discover(project: Project, settings: Settings, cwd: Path) -> Project:
         return project  # the web alone imports nothing here: Gunicorn does, once
     with _importing_from(cwd, project.settings_module):
         app, conf, wsgi = _read_celery(project, cwd)
-    return replace(project, wsgi_application=wsgi, celery=celery_config(app, conf, settings.redis))
+    celery = celery_config(app, conf, settings.redis)
+    if problems := celery_problems(celery, settings.redis):
+        raise ConfigError(problems)
+    return replace(project, wsgi_application=wsgi, celery=celery)

@@ -21,7 +21,7 @@ from typing import NoReturn, TextIO
 from runner.config.budget import read_container_limit, resolve_budget
 from runner.config.disk import data_dir_problem, free_space_problem, migrate_failure
 from runner.config.plan import Plan, make_plan
-from runner.config.project import find_project
+from runner.config.project import RedisConsumer, find_project
 from runner.config.settings import Settings, load_settings, local_paths
 from runner.config.supervisord_conf import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
 from runner.errors import PreflightError, StartError
@@ -154,10 +154,15 @@ def redis_peak(plan: Plan) -> int | None:
     return plan.redis_connections.total if plan.redis_connections else None
 
 
+def project_consumers(plan: Plan) -> tuple[RedisConsumer, ...] | None:
+    """The project's own Redis consumers when its Celery app was read (``discover``)."""
+    return plan.project.celery.consumers if plan.project.celery else None
+
+
 def check(environ: Mapping[str, str], cwd: Path) -> None:
     """``python -m runner check``: load, then the start-up checks; raise if one fails."""
     settings, plan = load(environ, cwd)
-    check_now(settings.redis, say, redis_peak(plan))
+    check_now(settings.redis, say, redis_peak(plan), project_consumers(plan))
 
 
 def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
@@ -183,7 +188,13 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
             f"REDIS_MAX_CONNECTIONS {plan.redis_connections.budget} (python -m runner plan)"
         )
     # Before migrations and programs: refuse a Redis configuration that cannot work.
-    preflight(settings.redis, say, redis_peak(plan), worker="worker" in plan.program_names)
+    preflight(
+        settings.redis,
+        say,
+        redis_peak(plan),
+        worker="worker" in plan.program_names,
+        consumers=project_consumers(plan),
+    )
     env = child_environment(environ, settings, plan)
     if plan.migrate:
         # Several instances booting at once (scale-out) migrate one after another.

@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runner.config.redis import RedisSettings, client_kwargs, mask_url
+from runner.config.redis import RedisSettings, client_args, mask_url
 from runner.errors import StartError
 
 REDIS_LOCK_KEY = "runner:migrate-lock"
@@ -138,12 +138,13 @@ def migration_lock(redis_settings: RedisSettings, data_dir: Path, say: Say) -> I
         with file_lock(data_dir / LOCK_FILE_NAME, say):
             yield
         return
+    client_url, tls_kwargs = client_args(redis_settings, url)
     client = redis.Redis.from_url(
-        url,
+        client_url,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         retry=Retry(NoBackoff(), 0),
-        **client_kwargs(redis_settings, url),
+        **tls_kwargs,
     )
     try:
         with contextlib.ExitStack() as stack:

@@ -1,7 +1,8 @@
 """The start-up check: does Redis answer the way the broker, results and cache will talk to it?
 
 Before any program starts, the runner connects once to every Redis URL it was given, with
-redis-py and exactly the TLS options every consumer gets (``runner.config.redis.client_kwargs``),
+redis-py and exactly the TLS options each consumer will use (the project's own settings as
+read by ``runner.config.project``, or the runner's variables),
 a short timeout and no retries, and turns a failure into one line that names the cause and
 the fix. Two kinds of failure are told apart:
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -33,7 +34,16 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from runner.config.redis import REDIS_SCHEMES, RedisSettings, TLSOptions, client_kwargs, mask_url
+from runner.config.project import RedisConsumer
+from runner.config.redis import (
+    REDIS_SCHEMES,
+    RedisSettings,
+    TLSOptions,
+    broker_redis_url,
+    mask_url,
+    redis_py_ssl_kwargs,
+    without_tls_options,
+)
 from runner.errors import PreflightError
 
 # One connection attempt, and each of its replies, may take this long (Render to a managed
@@ -68,9 +78,12 @@ class Target:
     """One Redis URL to check, what uses it and which variable it came from."""
 
     url: str
-    uses: tuple[str, ...]  # "broker", "results", "cache"
-    variable: str  # REDIS_URL, CELERY_BROKER_URL or CELERY_RESULT_BACKEND
+    uses: tuple[str, ...]  # "broker", "results", "cache", "locks"
+    variable: str  # REDIS_URL, CELERY_BROKER_URL, ... or "the project's CACHES setting"
     upgraded: bool = False  # REQUIRE_REDIS_SSL turned redis:// into rediss://
+    # How the consumers connect: None for redis://; for rediss://, the options they use.
+    tls_options: TLSOptions | None = None
+    project: bool = False  # read from the project's own settings, not the runner's variables
 
     @property
     def masked(self) -> str:
@@ -99,8 +112,16 @@ class Outcome:
     line: str
 
 
-def targets(settings: RedisSettings) -> list[Target]:
-    """The distinct Redis URLs of broker, results and cache, each with its users."""
+def targets(
+    settings: RedisSettings, consumers: Sequence[RedisConsumer] | None = None
+) -> list[Target]:
+    """The distinct Redis connections of broker, results and cache, each with its users.
+
+    With ``consumers`` (the project's own settings, read by ``runner.supervise.discover``)
+    each is checked as its library will connect; the runner's own locks follow its variables.
+    """
+    if consumers is not None:
+        return _project_targets(settings, consumers)
     found: dict[str, tuple[list[str], str]] = {}
 
     def add(url: str | None, use: str, variable: str) -> None:
@@ -121,17 +142,43 @@ def targets(settings: RedisSettings) -> list[Target]:
     )
     add(settings.url, "cache", "REDIS_URL")
     return [
-        Target(url, tuple(uses), variable, upgraded=settings.upgraded_to_tls)
+        Target(
+            url,
+            tuple(uses),
+            variable,
+            upgraded=settings.upgraded_to_tls,
+            tls_options=settings.tls_for(url) if url.startswith("rediss://") else None,
+        )
         for url, (uses, variable) in found.items()
     ]
+
+
+def _project_targets(settings: RedisSettings, consumers: Sequence[RedisConsumer]) -> list[Target]:
+    found: dict[tuple[str, TLSOptions | None], tuple[list[str], str]] = {}
+    for consumer in consumers:
+        key = (consumer.url.reveal(), consumer.tls)
+        found.setdefault(key, ([], f"the project's {consumer.setting} setting"))[0].append(
+            consumer.use
+        )
+    listed = [
+        Target(url, tuple(uses), variable, tls_options=tls, project=True)
+        for (url, tls), (uses, variable) in found.items()
+    ]
+    # The migration and beat leader locks are the runner's, on its own variables.
+    lock_url = broker_redis_url(settings)
+    if lock_url and not any(t.url == lock_url for t in listed):
+        tls = settings.tls_for(lock_url) if lock_url.startswith("rediss://") else None
+        listed.append(Target(lock_url, ("locks",), "REDIS_URL", settings.upgraded_to_tls, tls))
+    return listed
 
 
 def _uses_text(uses: tuple[str, ...]) -> str:
     return uses[0] if len(uses) == 1 else ", ".join(uses[:-1]) + " and " + uses[-1]
 
 
-def _security(target: Target, tls: TLSOptions) -> str:
-    if not target.tls:
+def _security(target: Target) -> str:
+    tls = target.tls_options
+    if not target.tls or tls is None:
         return "no TLS"
     if tls.verified:
         return "TLS, certificate verified"
@@ -294,7 +341,7 @@ def diagnose(
     if not target.tls and _speaks_tls(target.host, target.port):
         return True, (
             f"Redis at {target.masked} speaks TLS but the URL says redis://: write rediss:// "
-            f"in {target.variable}, or set REQUIRE_REDIS_SSL=true"
+            f"in {target.variable}" + ("" if target.project else ", or set REQUIRE_REDIS_SSL=true")
         )
     if target.tls and _find(error, (ssl.SSLError, TimeoutError)):
         if _speaks_plain_redis(target.host, target.port):
@@ -329,39 +376,45 @@ def check_target(
     timeout: float = CHECK_TIMEOUT_SECONDS,
 ) -> Outcome:
     """Connect to ``target`` as the consumers would (same TLS options) and PING it once."""
+    tls = target.tls_options
     client = redis.Redis.from_url(
-        target.url,
+        without_tls_options(target.url) if target.tls else target.url,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         # redis-py retries with backoff by default; a check wants the first failure.
         retry=Retry(NoBackoff(), 0),
-        **client_kwargs(settings, target.url),
+        **(redis_py_ssl_kwargs(tls) if target.tls and tls is not None else {}),
     )
     try:
         client.ping()
     except (redis.RedisError, OSError) as error:
-        fatal, line = diagnose(target, settings.tls, error, budget_total)
+        fatal, line = diagnose(target, tls or settings.tls, error, budget_total)
         return Outcome(target, ok=False, fatal=fatal, line=line)
     finally:
         client.close()
-    line = (
-        f"Redis at {target.masked} answers ({_uses_text(target.uses)}; "
-        f"{_security(target, settings.tls)})"
-    )
+    line = f"Redis at {target.masked} answers ({_uses_text(target.uses)}; {_security(target)})"
     return Outcome(target, ok=True, fatal=False, line=line)
 
 
-def check_redis(settings: RedisSettings, budget_total: int | None = None) -> list[Outcome]:
+def check_redis(
+    settings: RedisSettings,
+    budget_total: int | None = None,
+    consumers: Sequence[RedisConsumer] | None = None,
+) -> list[Outcome]:
     """Check every Redis URL of broker, results and cache; no URL (local default): []."""
-    return [check_target(target, settings, budget_total) for target in targets(settings)]
+    return [check_target(target, settings, budget_total) for target in targets(settings, consumers)]
 
 
 def preflight(
-    settings: RedisSettings, say: Say, budget_total: int | None = None, worker: bool = True
+    settings: RedisSettings,
+    say: Say,
+    budget_total: int | None = None,
+    worker: bool = True,
+    consumers: Sequence[RedisConsumer] | None = None,
 ) -> None:
     """The start-up check: say what answers, warn when Redis is not reachable yet, and raise
     RedisCheckFailed (nothing started) on a configuration error."""
-    outcomes = check_redis(settings, budget_total)
+    outcomes = check_redis(settings, budget_total, consumers)
     fatal = [outcome.line for outcome in outcomes if outcome.fatal]
     if fatal:
         raise RedisCheckFailed(fatal)
@@ -370,10 +423,15 @@ def preflight(
         say(outcome.line if outcome.ok else f"{outcome.line}; {anyway}")
 
 
-def check_now(settings: RedisSettings, say: Say, budget_total: int | None = None) -> None:
+def check_now(
+    settings: RedisSettings,
+    say: Say,
+    budget_total: int | None = None,
+    consumers: Sequence[RedisConsumer] | None = None,
+) -> None:
     """``python -m runner check``: say what answers; raise RedisCheckFailed if anything does
     not, whether misconfigured or not reachable yet."""
-    outcomes = check_redis(settings, budget_total)
+    outcomes = check_redis(settings, budget_total, consumers)
     if not outcomes:
         say("no Redis URL is set (local default): nothing to check")
     failed = [outcome.line for outcome in outcomes if not outcome.ok]

@@ -26,9 +26,10 @@ from runner.config.environment import EnvironmentReader
 from runner.config.redis import (
     RedisSettings,
     broker_use_ssl,
-    client_kwargs,
+    client_args,
     read_redis_settings,
     redis_backend_use_ssl,
+    without_tls_options,
 )
 from runner.config.settings import DEFAULT_DATA_DIR, local_paths
 
@@ -82,26 +83,35 @@ def pool_limits(env: EnvironmentReader) -> dict[str, int | None]:
     }
 
 
+def _plain(url: str | None) -> str | None:
+    """A Redis URL without the TLS options of its query string; other URLs as they are."""
+    return without_tls_options(url) if url and url.startswith("rediss://") else url
+
+
 def _redis(redis: RedisSettings, limits: dict[str, int | None]) -> dict[str, object]:
+    # TLS options written in a URL go to each consumer as arguments, never in the URL: the
+    # same meaning for kombu, Celery's backend and redis-py (runner.config.redis).
     values: dict[str, object] = {
-        "CELERY_BROKER_URL": redis.broker_url,
-        "CELERY_RESULT_BACKEND": redis.result_backend,
+        "CELERY_BROKER_URL": _plain(redis.broker_url),
+        "CELERY_RESULT_BACKEND": _plain(redis.result_backend),
         "CELERY_BROKER_TRANSPORT_OPTIONS": {
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
             "polling_interval": BROKER_POLLING_SECONDS,
         },
     }
     if redis.broker_url and redis.broker_url.startswith("rediss://"):
-        values["CELERY_BROKER_USE_SSL"] = broker_use_ssl(redis.tls)
+        values["CELERY_BROKER_USE_SSL"] = broker_use_ssl(redis.tls_for(redis.broker_url))
     if redis.result_backend and redis.result_backend.startswith("rediss://"):
-        values["CELERY_REDIS_BACKEND_USE_SSL"] = redis_backend_use_ssl(redis.tls)
+        values["CELERY_REDIS_BACKEND_USE_SSL"] = redis_backend_use_ssl(
+            redis.tls_for(redis.result_backend)
+        )
     if (limit := limits[BROKER_POOL_LIMIT_VARIABLE]) is not None:
         # Kombu connections kept for sending tasks; a thread waits when all are in use.
         values["CELERY_BROKER_POOL_LIMIT"] = limit
     if (limit := limits[RESULT_MAX_CONNECTIONS_VARIABLE]) is not None:
         values["CELERY_REDIS_MAX_CONNECTIONS"] = limit
     if redis.url:
-        options = client_kwargs(redis, redis.url)
+        location, options = client_args(redis, redis.url)
         if (limit := limits[CACHE_MAX_CONNECTIONS_VARIABLE]) is not None:
             # Blocking: at the limit a cache call waits for a connection instead of failing.
             options |= {
@@ -112,7 +122,7 @@ def _redis(redis: RedisSettings, limits: dict[str, int | None]) -> dict[str, obj
         values["CACHES"] = {
             "default": {
                 "BACKEND": "runner.web.cache.PrefixedRedisCache",
-                "LOCATION": redis.url,
+                "LOCATION": location,
                 "OPTIONS": options,
             }
         }

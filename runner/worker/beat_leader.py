@@ -49,7 +49,7 @@ from redis.exceptions import LockError
 from redis.retry import Retry
 
 from runner.config.environment import EnvironmentReader
-from runner.config.redis import broker_redis_url, client_kwargs, mask_url, read_redis_settings
+from runner.config.redis import broker_redis_url, client_args, mask_url, read_redis_settings
 from runner.config.settings import read_beat_leader_lock_seconds
 from runner.errors import ConfigError, Problem
 
@@ -106,15 +106,16 @@ def lock_client(environ: Mapping[str, str], timeout: float) -> tuple[redis.Redis
                 )
             ]
         )
+    client_url, tls_kwargs = client_args(settings, url)
     client = redis.Redis.from_url(
-        url,
+        client_url,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         # One immediate retry: a connection Redis closed (a restart, an idle timeout) is
         # replaced at once; no backoff, since a tick that waits is worse than one that fails.
         retry=Retry(NoBackoff(), 1),
         client_name=CLIENT_NAME,
-        **client_kwargs(settings, url),
+        **tls_kwargs,
     )
     return client, mask_url(url) or url
 

@@ -186,9 +186,10 @@ def test_plan_says_what_it_found_and_from_where(runner_env):
     assert "local default" not in result.stdout  # the project has its own broker default
 
 
-def test_plan_flags_tls_variables_the_project_does_not_use(runner_env, tls_material):
+def test_plan_refuses_tls_variables_the_project_does_not_use(runner_env, tls_material):
     """With a CA given, the runner would verify Redis but the seed's settings pass CERT_NONE to
-    Celery: the plan says so and names the one line that fixes it; with that line, no note."""
+    Celery: plan (and start) refuse in one line naming the variable, the project's setting and
+    the fix, before anything starts; with runner_settings the project does what was asked."""
     env = project_env(
         runner_env,
         REDIS_URL="redis://default:secret@127.0.0.1:6380",
@@ -196,18 +197,17 @@ def test_plan_flags_tls_variables_the_project_does_not_use(runner_env, tls_mater
         REDIS_SSL_CA_CERTS=str(tls_material.ca_pem),
     )
     seed = plan(env)
-    assert seed.returncode == 0, seed.stderr
-    assert (
-        "note      certificate check: the runner's variables ask for 'required' but the "
-        "project's settings give Celery's broker 'none'; add "
-        "globals().update(runner_settings(BASE_DIR)) to its settings to use the runner's "
-        "(README: Bring your own Django project)"
-    ) in seed.stdout.splitlines()
+    assert seed.returncode == 2, seed.stdout
+    assert seed.stderr.splitlines() == [
+        "runner | error: REDIS_SSL_CA_CERTS: asks for certificate check 'required', but the "
+        "project's CELERY_BROKER_URL gives the broker 'none' "
+        "(rediss://default:***@127.0.0.1:6380); add ?ssl_cert_reqs=required to that URL (and "
+        "ssl_ca_certs=<path> for your CA), or let the settings use runner_settings"
+    ]
     one_line = plan(env | {"DJANGO_SETTINGS_MODULE": "config.settings.production_runner"})
     assert one_line.returncode == 0, one_line.stderr
-    assert "certificate check" not in one_line.stdout
     assert "choose Celery's broker themselves" not in one_line.stdout
-    assert "secret" not in seed.stdout + one_line.stdout
+    assert "secret" not in seed.stdout + seed.stderr + one_line.stdout
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from runner.config.redis import (
     RedisSettings,
     TLSOptions,
     broker_use_ssl,
+    client_args,
     mask_url,
     read_redis_settings,
     redis_backend_use_ssl,
@@ -59,6 +60,7 @@ def test_seed_variables_upgrade_every_url_to_tls_without_verification():
         upgraded_to_tls=True,
         tls=TLSOptions("none"),
         max_connections=30,
+        require_tls=True,
     )
     assert settings.uses_tls and not settings.tls.verified
 
@@ -131,9 +133,24 @@ def test_ca_given_as_path_and_cert_reqs_override(tmp_path: Path):
         ({"REDIS_URL": "redis://default:x@h"}, "REDIS_URL", "no port"),
         ({"REDIS_URL": "redis://default:x@h:port"}, "REDIS_URL", "port is not a number"),
         (
-            {"REDIS_URL": "rediss://default:x@h:1/0?ssl_cert_reqs=none"},
+            {"REDIS_URL": "rediss://default:x@h:1/0?ssl_cert_reqs=sometimes"},
             "REDIS_URL",
-            "use REDIS_SSL_CERT_REQS",
+            "use required, optional or none",
+        ),
+        (
+            {"REDIS_URL": "rediss://default:x@h:1/0?ssl_check_hostname=false"},
+            "REDIS_URL",
+            "unknown TLS option in the URL (ssl_check_hostname)",
+        ),
+        (
+            {"REDIS_URL": "redis://default:x@h:1/0?ssl_cert_reqs=none"},
+            "REDIS_URL",
+            "on a redis:// URL: Celery refuses them",
+        ),
+        (
+            {"CELERY_BROKER_URL": "rediss://default:x@h:1/0?ssl_ca_certs=/nonexistent.pem"},
+            "CELERY_BROKER_URL",
+            "no such file",
         ),
         ({"CELERY_BROKER_URL": "kafka://h:1"}, "CELERY_BROKER_URL", "unknown scheme"),
         ({"REQUIRE_REDIS_SSL": "yes please"}, "REQUIRE_REDIS_SSL", "not a boolean"),
@@ -154,6 +171,50 @@ def test_bad_redis_values(environ, variable, words):
     assert len(problems) == 1, problems
     assert problems[0].variable == variable
     assert words in problems[0].fix
+
+
+@pytest.mark.parametrize(
+    ("query", "cert_reqs"),
+    [
+        ("ssl_cert_reqs=none", "none"),
+        ("ssl_cert_reqs=CERT_NONE", "none"),
+        ("ssl_cert_reqs=optional", "optional"),
+        ("ssl_cert_reqs=CERT_REQUIRED", "required"),
+    ],
+)
+def test_tls_options_in_the_url_mean_what_they_mean_to_celery(tmp_path: Path, query, cert_reqs):
+    """Celery's documented ?ssl_cert_reqs= (both spellings) is accepted in REDIS_URL, wins over
+    REDIS_SSL_* for that URL, and reaches redis-py as arguments, not in the URL."""
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    url = f"{CLOUD_TLS}/0?{query}"
+    settings, problems = read({"REDIS_URL": url, "REDIS_SSL_CA_CERTS": str(ca_file)})
+    assert problems == []
+    assert settings.tls_for(url) == TLSOptions(cert_reqs, ca_file=str(ca_file))
+    client_url, kwargs = client_args(settings, url)
+    assert client_url == f"{CLOUD_TLS}/0"
+    assert (
+        kwargs["ssl_cert_reqs"]
+        == {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}[
+            cert_reqs
+        ]
+    )
+    values = runner_settings("/srv", {"REDIS_URL": url})
+    assert values["CELERY_BROKER_URL"] == values["CACHES"]["default"]["LOCATION"] == client_url
+    assert values["CELERY_BROKER_USE_SSL"]["ssl_cert_reqs"] == kwargs["ssl_cert_reqs"]
+    assert values["CELERY_REDIS_BACKEND_USE_SSL"] == values["CELERY_BROKER_USE_SSL"]
+
+
+def test_a_ca_in_the_url_is_used_for_that_url_only(tmp_path: Path):
+    """?ssl_ca_certs= on the broker's URL verifies the broker; REDIS_URL keeps the variables'."""
+    ca_file = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca_file))
+    broker = f"rediss://default:pw@broker.example:1/0?ssl_cert_reqs=required&ssl_ca_certs={ca_file}"
+    settings, problems = read({"REDIS_URL": CLOUD_TLS, "CELERY_BROKER_URL": broker})
+    assert problems == []
+    assert settings.tls_for(broker) == TLSOptions("required", ca_file=str(ca_file))
+    assert settings.tls_for(CLOUD_TLS) == TLSOptions("none")
+    assert not settings.all_verified
 
 
 def test_ca_file_with_garbage_is_refused(tmp_path: Path):
@@ -182,6 +243,16 @@ def test_problems_never_show_the_password():
     """Even a malformed URL is reported with its password masked."""
     _settings, problems = read({"REDIS_URL": "redis://default:s3cret@h:1 "})
     assert problems and all("s3cret" not in str(p) for p in problems)
+
+
+@pytest.mark.parametrize("special", ["/", "#", "?", "@", ":", "%"])
+def test_a_password_with_any_special_character_is_masked(special):
+    """A password holding an unencoded / # ? @ : or % (a URL that may not parse) never shows."""
+    password = f"Pa{special}ssw0rdXY"
+    url = f"redis://default:{password}@127.0.0.1:6390"
+    assert password not in mask_url(url) and "ssw0rdXY" not in mask_url(url)
+    _settings, problems = read({"REDIS_URL": url, "CELERY_BROKER_URL": url})
+    assert all("ssw0rdXY" not in str(p) for p in problems)
 
 
 # --- what runner.web.django_settings hands to Django and Celery -----------------------------------

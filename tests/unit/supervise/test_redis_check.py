@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 
 from runner.config.environment import EnvironmentReader
-from runner.config.redis import read_redis_settings
+from runner.config.redis import TLSOptions, read_redis_settings
 from runner.supervise.redis_check import Target, _scrub, targets
 
 CLOUD = "redis://default:s3cret@redis.example:6380"
 TLS = "rediss://default:s3cret@redis.example:6380"
 OTHER = "rediss://default:other@results.example:6390/0"
+NOT_VERIFIED = TLSOptions("none")
 
 
 def targets_for(environ: dict[str, str]) -> list[Target]:
@@ -30,23 +31,23 @@ def targets_for(environ: dict[str, str]) -> list[Target]:
         ({}, []),
         (
             {"REDIS_URL": CLOUD, "REQUIRE_REDIS_SSL": "true"},
-            [Target(TLS, ("broker", "results", "cache"), "REDIS_URL", upgraded=True)],
+            [Target(TLS, ("broker", "results", "cache"), "REDIS_URL", True, NOT_VERIFIED)],
         ),
         (
             {"REDIS_URL": TLS, "CELERY_RESULT_BACKEND": OTHER},
             [
-                Target(TLS, ("broker", "cache"), "REDIS_URL"),
-                Target(OTHER, ("results",), "CELERY_RESULT_BACKEND"),
+                Target(TLS, ("broker", "cache"), "REDIS_URL", tls_options=NOT_VERIFIED),
+                Target(OTHER, ("results",), "CELERY_RESULT_BACKEND", tls_options=NOT_VERIFIED),
             ],
         ),
         # A broker that is not Redis is not the Redis check's business.
         (
             {"CELERY_BROKER_URL": "amqp://guest@rabbit:5672", "CELERY_RESULT_BACKEND": OTHER},
-            [Target(OTHER, ("results",), "CELERY_RESULT_BACKEND")],
+            [Target(OTHER, ("results",), "CELERY_RESULT_BACKEND", tls_options=NOT_VERIFIED)],
         ),
         (
             {"REDIS_URL": TLS, "CELERY_RESULT_BACKEND": "django-db"},
-            [Target(TLS, ("broker", "cache"), "REDIS_URL")],
+            [Target(TLS, ("broker", "cache"), "REDIS_URL", tls_options=NOT_VERIFIED)],
         ),
     ],
 )
