@@ -215,6 +215,27 @@ def _background(settings: Settings) -> tuple[tuple[str, str], ...]:
     return ((NICENESS_VARIABLE, str(BACKGROUND_NICENESS)),) if settings.run_web else ()
 
 
+def _pool(settings: Settings, project: Project, notes: list[str]) -> str:
+    """CELERY_POOL, except that ``auto`` takes prefork when the project sets task time limits:
+    Celery's threads pool does not enforce them, and nothing may be dropped silently."""
+    limits = project.celery.time_limits if project.celery else ()
+    if not limits or not settings.run_worker:
+        return settings.celery_pool
+    shown = ", ".join(f"{name}={value:g} s" for name, value in limits)
+    if settings.celery_pool == "auto":
+        notes.append(
+            f"worker pool: prefork, since the project sets {shown}, which only prefork "
+            "enforces (CELERY_POOL=threads saves memory and leaves them unenforced)"
+        )
+        return "prefork"
+    if settings.celery_pool == "threads":
+        notes.append(
+            f"the project sets {shown}, which the threads pool does NOT enforce: a task may "
+            "run past them; CELERY_POOL=prefork (or auto) enforces them"
+        )
+    return settings.celery_pool
+
+
 def make_plan(settings: Settings, project: Project, budget: Budget | None = None) -> Plan:
     """Decide the programs and their commands from the settings and the memory budget.
 
@@ -240,7 +261,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         if settings.run_worker
         else None,
         beat=("embedded" if embed_beat else "separate") if settings.run_beat else None,
-        pool=settings.celery_pool,
+        pool=_pool(settings, project, notes),
     )
     notes.extend(budget.notes)
     if memory.web is not None:

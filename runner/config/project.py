@@ -46,6 +46,8 @@ _STRICTNESS = ("none", "optional", "required")
 LOCAL_BROKER_SCHEME = "filesystem://"  # the runner's local default (runner.web.django_settings)
 # What Celery uses when the project gives it no broker URL at all.
 CELERY_DEFAULT_BROKER = "amqp://guest@localhost//"
+# Celery's settings for every task's time limits (per-task limits live on the tasks).
+TIME_LIMIT_SETTINGS = ("task_time_limit", "task_soft_time_limit")
 # Django cache backends that talk to Redis, and where each keeps redis-py's arguments.
 REDIS_CACHE_BACKENDS = {
     "django.core.cache.backends.redis.RedisCache": None,  # OPTIONS themselves
@@ -82,6 +84,9 @@ class CeleryConfig:
     results_from_environment: bool
     consumers: tuple[RedisConsumer, ...] = ()  # broker, results, cache: those on Redis
     broker_is_default: bool = False  # no broker URL at all: Celery falls back to amqp
+    # Time limits the project sets for every task, e.g. (("task_time_limit", 300.0),): only
+    # the prefork pool enforces them (Celery's threads pool ignores them).
+    time_limits: tuple[tuple[str, float], ...] = ()
 
     @property
     def broker_cert_check(self) -> str | None:
@@ -307,6 +312,11 @@ def celery_config(app: str, conf: Mapping[str, object], redis: RedisSettings) ->
         results_from_environment=results_same,
         consumers=redis_consumers(conf),
         broker_is_default=not broker,
+        time_limits=tuple(
+            (name, float(value))
+            for name in TIME_LIMIT_SETTINGS
+            if isinstance(value := conf.get(name), int | float) and value > 0
+        ),
     )
 
 

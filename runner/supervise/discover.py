@@ -39,7 +39,7 @@ from dataclasses import replace
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from runner.config.project import Project, celery_config, celery_problems
+from runner.config.project import TIME_LIMIT_SETTINGS, Project, celery_config, celery_problems
 from runner.config.settings import Settings
 from runner.config.versions import DISTRIBUTIONS, Versions
 from runner.errors import ConfigError, Problem
@@ -158,6 +158,38 @@ def _celery_problem(project: Project, error: BaseException, cwd: Path) -> Proble
     )
 
 
+def _missing_app(project: Project, installed_apps: list[object]) -> Problem | None:
+    """The first INSTALLED_APPS entry that names no installed module, as one Problem.
+
+    Django would fail on it in every program (``ModuleNotFoundError`` in 30 lines of
+    traceback, first in migrate); found here without importing any app. An entry may name
+    a module or an AppConfig class inside one (``"users.apps.UsersConfig"``).
+    """
+    for entry in installed_apps:
+        if not isinstance(entry, str):
+            continue
+        if module_file(entry) or ("." in entry and module_file(entry.rsplit(".", 1)[0])):
+            continue
+        missing = entry.split(".", 1)[0]
+        if project.settings_source == "manage.py":
+            fix = (
+                f"DJANGO_SETTINGS_MODULE is not set, so manage.py's default "
+                f"{project.settings_module} was used (often development settings); set "
+                "DJANGO_SETTINGS_MODULE to the settings you deploy, e.g. "
+                "config.settings.production"
+            )
+        else:
+            fix = f"install {missing} in this environment, or remove it from INSTALLED_APPS"
+        given = project.settings_source == "DJANGO_SETTINGS_MODULE"
+        return Problem(
+            "DJANGO_SETTINGS_MODULE",
+            project.settings_module if given else None,
+            f"the INSTALLED_APPS of {project.settings_module} name {entry!r}, which is not "
+            f"installed (no module {missing!r}); {fix}",
+        )
+    return None
+
+
 def _app_name(app: object, celery_app: str) -> str:
     """Where the app object lives, e.g. ``config.celery:app``, for ``runner plan``."""
     if ":" in celery_app:
@@ -204,11 +236,13 @@ def _read_celery(project: Project, cwd: Path) -> tuple[str, dict[str, object], s
             "result_backend": app.conf.result_backend,
             "broker_use_ssl": app.conf.broker_use_ssl,
             "redis_backend_use_ssl": app.conf.redis_backend_use_ssl,
+            **{name: app.conf.get(name) for name in TIME_LIMIT_SETTINGS},
         }
         from django.conf import settings as django_settings
 
         wsgi = getattr(django_settings, "WSGI_APPLICATION", None)
         conf["caches"] = getattr(django_settings, "CACHES", None)
+        installed_apps = list(getattr(django_settings, "INSTALLED_APPS", ()))
     except Exception as error:  # the settings' own errors: every program would hit them
         fix = (
             f"importing it failed ({_describe(error, cwd)}); fix the settings: the web, "
@@ -217,6 +251,8 @@ def _read_celery(project: Project, cwd: Path) -> tuple[str, dict[str, object], s
         raise ConfigError(
             [Problem("DJANGO_SETTINGS_MODULE", project.settings_module, fix)]
         ) from error
+    if problem := _missing_app(project, installed_apps):
+        raise ConfigError([problem])
     return _app_name(app, project.celery_app), conf, wsgi
 
 
