@@ -320,6 +320,10 @@ def celery_config(app: str, conf: Mapping[str, object], redis: RedisSettings) ->
     )
 
 
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
 def celery_problems(celery: CeleryConfig, redis: RedisSettings) -> list[Problem]:
     """What the project's own Celery and cache settings will do that cannot work, or that
     the runner's variables ask otherwise: one Problem each (exit 2, nothing started)."""
@@ -336,31 +340,38 @@ def celery_problems(celery: CeleryConfig, redis: RedisSettings) -> list[Problem]
             )
         )
     for consumer in celery.consumers:
-        shown = str(consumer.url)
         if consumer.problem:
-            problems.append(Problem(consumer.setting, shown, consumer.problem))
-        if redis.require_tls and consumer.tls is None:
+            problems.append(Problem(consumer.setting, str(consumer.url), consumer.problem))
+    # One line per connection, however many of the project's settings share it.
+    groups: dict[tuple[SecretURL, TLSOptions | None], list[RedisConsumer]] = {}
+    for consumer in celery.consumers:
+        groups.setdefault((consumer.url, consumer.tls), []).append(consumer)
+    for (url, tls), sharing in groups.items():
+        settings = _and([c.setting for c in sharing])
+        gives = "give" if len(sharing) > 1 else "gives"
+        uses = _and([c.use for c in sharing])
+        if redis.require_tls and tls is None:
             problems.append(
                 Problem(
                     "REQUIRE_REDIS_SSL",
                     "true",
-                    f"the project's {consumer.setting} gives the {consumer.use} {shown}, "
-                    "without TLS: write rediss:// there (the project reads it itself, so "
-                    "the runner cannot upgrade it), or let the settings use runner_settings",
+                    f"the project's {settings} {gives} the {uses} {url}, without TLS: write "
+                    "rediss:// there (the project reads it itself, so the runner cannot "
+                    "upgrade it), or let the settings use runner_settings",
                 )
             )
         wanted = redis.tls.cert_reqs
-        given = consumer.tls.cert_reqs if consumer.tls else None
+        given = tls.cert_reqs if tls else None
         if given is not None and _STRICTNESS.index(given) < _STRICTNESS.index(wanted):
             variable = "REDIS_SSL_CERT_REQS" if redis.tls_cert_reqs_given else "REDIS_SSL_CA_CERTS"
             problems.append(
                 Problem(
                     variable,
                     wanted if variable == "REDIS_SSL_CERT_REQS" else None,
-                    f"asks for certificate check '{wanted}', but the project's "
-                    f"{consumer.setting} gives the {consumer.use} '{given}' ({shown}); add "
-                    f"?ssl_cert_reqs={wanted} to that URL (and ssl_ca_certs=<path> for your "
-                    "CA), or let the settings use runner_settings",
+                    f"asks for certificate check '{wanted}', but the project's {settings} "
+                    f"{gives} the {uses} '{given}' ({url}); add ?ssl_cert_reqs={wanted} to "
+                    "that URL (and ssl_ca_certs=<path> for your CA), or let the settings use "
+                    "runner_settings",
                 )
             )
     return problems
