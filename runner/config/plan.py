@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from runner.config.budget import Budget, resolve_budget
 from runner.config.connections import RedisConnections, budget_for
 from runner.config.memory_plan import MemoryPlan, WebShape, WorkerShape, plan_memory
-from runner.config.project import Project, celery_notes
+from runner.config.project import (
+    CELERY_DEFAULT_SCHEDULER,
+    DATABASE_SCHEDULER,
+    Project,
+    celery_notes,
+)
 from runner.config.redis import broker_redis_url, mask_url
 from runner.config.settings import BEAT_LEADER_SCHEDULER, KEEP_AWAKE_MINUTES, Settings
 from runner.config.versions import Versions
@@ -41,6 +46,14 @@ STOP_MARGIN_SECONDS = 5
 # tasks get the CPU whenever the web is idle (bench/compare.py measures it).
 BACKGROUND_NICENESS = 10
 NICENESS_VARIABLE = "RUNNER_NICENESS"
+# The scheduler beat runs inside the leader lock, read by runner.worker.beat_leader.
+BEAT_SCHEDULER_VARIABLE = "RUNNER_BEAT_SCHEDULER"
+# Celery's names for its default scheduler (beat_scheduler's default and its alias).
+DEFAULT_SCHEDULER_NAMES = (
+    CELERY_DEFAULT_SCHEDULER,
+    "persistent",
+    "celery.beat.PersistentScheduler",
+)
 # The warm shutdown's bound, read by runner.worker.entry in the worker.
 WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
 
@@ -153,7 +166,7 @@ def _worker(
         "-A",
         project.celery_app,
         "worker",
-        f"--loglevel={settings.log_level.upper()}",
+        f"--loglevel={(settings.worker_log_level or settings.log_level).upper()}",
         f"--pool={shape.pool}",
         f"--concurrency={shape.concurrency}",
         # One instance has no peers: gossip and mingle only cost Redis commands at idle.
@@ -171,8 +184,14 @@ def _worker(
         )
     if embed_beat:
         command += ("--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}")
-        command += _beat_scheduler(settings)
-    environment = ((WARM_SHUTDOWN_VARIABLE, str(grace)), *_background(settings))
+        command += _beat_scheduler(settings, project)
+    # The flags of the project's own start command (CELERY_WORKER_ARGS) come last.
+    command += settings.worker_args
+    environment = (
+        (WARM_SHUTDOWN_VARIABLE, str(grace)),
+        *_background(settings),
+        *(_scheduler_environment(settings, project) if embed_beat else ()),
+    )
     return Program(
         "worker",
         command,
@@ -189,25 +208,58 @@ def _beat(settings: Settings, project: Project) -> Program:
         "-A",
         project.celery_app,
         "beat",
-        f"--loglevel={settings.log_level.upper()}",
+        f"--loglevel={(settings.beat_log_level or settings.log_level).upper()}",
         f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
-        *_beat_scheduler(settings),
+        *_beat_scheduler(settings, project),
+        *settings.beat_args,
     )
     return Program(
         "beat",
         command,
         processes=1,
-        environment=_background(settings),
+        environment=(*_background(settings), *_scheduler_environment(settings, project)),
         stop_wait_seconds=settings.shutdown_grace,
     )
 
 
-def _beat_scheduler(settings: Settings) -> tuple[str, ...]:
-    """With Redis, beat sends from one instance only (runner.worker.beat_leader); without it the
-    service is one instance by definition and keeps the project's scheduler as it is."""
-    if broker_redis_url(settings.redis) is None:
+def beat_scheduler(settings: Settings, project: Project) -> tuple[str | None, str | None]:
+    """(the scheduler beat runs if not the project's own, why) -- or (None, None).
+
+    ``-S`` in CELERY_BEAT_ARGS (a Procfile's ``beat --scheduler ...``) wins. Otherwise, a
+    project with django_celery_beat installed that names no scheduler gets its
+    DatabaseScheduler: Celery's default file scheduler never reads the periodic tasks people
+    create in the admin (they would silently never run), while the DatabaseScheduler also
+    loads CELERY_BEAT_SCHEDULE from the settings.
+    """
+    if settings.beat_scheduler:
+        return settings.beat_scheduler, "CELERY_BEAT_ARGS"
+    celery = project.celery
+    if celery and celery.django_celery_beat and celery.beat_scheduler in DEFAULT_SCHEDULER_NAMES:
+        return DATABASE_SCHEDULER, (
+            "django_celery_beat is installed and the project names no scheduler, so beat "
+            "runs its DatabaseScheduler (the admin's periodic tasks and CELERY_BEAT_SCHEDULE); "
+            "CELERY_BEAT_ARGS='--scheduler celery.beat:PersistentScheduler' keeps Celery's "
+            "file scheduler"
+        )
+    return None, None
+
+
+def _beat_scheduler(settings: Settings, project: Project) -> tuple[str, ...]:
+    """With Redis, beat sends from one instance only (runner.worker.beat_leader, which runs
+    the scheduler of ``beat_scheduler`` inside it); without Redis the service is one
+    instance by definition and runs that scheduler directly."""
+    if broker_redis_url(settings.redis) is not None:
+        return (f"--scheduler={BEAT_LEADER_SCHEDULER}",)
+    inner, _why = beat_scheduler(settings, project)
+    return (f"--scheduler={inner}",) if inner else ()
+
+
+def _scheduler_environment(settings: Settings, project: Project) -> tuple[tuple[str, str], ...]:
+    """The scheduler the leader lock wraps, when it is not the project's beat_scheduler."""
+    inner, _why = beat_scheduler(settings, project)
+    if inner is None or broker_redis_url(settings.redis) is None:
         return ()
-    return (f"--scheduler={BEAT_LEADER_SCHEDULER}",)
+    return ((BEAT_SCHEDULER_VARIABLE, inner),)
 
 
 def _background(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -282,6 +334,9 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
             f"local default: no REDIS_URL, so tasks and results are kept in "
             f"{settings.data_dir}; set REDIS_URL to use Redis"
         )
+    if settings.run_beat and (why := beat_scheduler(settings, project)[1]):
+        if why != "CELERY_BEAT_ARGS":
+            notes.append(why)
     if settings.keep_awake_url:
         notes.append(
             f"keep-awake: requesting {settings.keep_awake_url} every {KEEP_AWAKE_MINUTES} "

@@ -44,6 +44,10 @@ KOMBU_DEFAULT_CERT_CHECK = "none"
 REDIS_PY_DEFAULT_CERT_CHECK = "required"
 _STRICTNESS = ("none", "optional", "required")
 LOCAL_BROKER_SCHEME = "filesystem://"  # the runner's local default (runner.web.django_settings)
+# Celery's own scheduler (beat_scheduler's default), and django_celery_beat's, which reads
+# the periodic tasks people create in the admin.
+CELERY_DEFAULT_SCHEDULER = "celery.beat:PersistentScheduler"
+DATABASE_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # What Celery uses when the project gives it no broker URL at all.
 CELERY_DEFAULT_BROKER = "amqp://guest@localhost//"
 # Celery's settings for every task's time limits (per-task limits live on the tasks).
@@ -87,6 +91,8 @@ class CeleryConfig:
     # Time limits the project sets for every task, e.g. (("task_time_limit", 300.0),): only
     # the prefork pool enforces them (Celery's threads pool ignores them).
     time_limits: tuple[tuple[str, float], ...] = ()
+    beat_scheduler: str = CELERY_DEFAULT_SCHEDULER  # the project's beat_scheduler setting
+    django_celery_beat: bool = False  # in INSTALLED_APPS: periodic tasks in the database
 
     @property
     def broker_cert_check(self) -> str | None:
@@ -312,6 +318,8 @@ def celery_config(app: str, conf: Mapping[str, object], redis: RedisSettings) ->
         results_from_environment=results_same,
         consumers=redis_consumers(conf),
         broker_is_default=not broker,
+        beat_scheduler=str(conf.get("beat_scheduler") or CELERY_DEFAULT_SCHEDULER),
+        django_celery_beat=bool(conf.get("django_celery_beat")),
         time_limits=tuple(
             (name, float(value))
             for name in TIME_LIMIT_SETTINGS

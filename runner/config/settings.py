@@ -8,10 +8,15 @@ one ``ConfigError`` listing every problem, so a user fixes all of them in one de
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from runner.config.budget import MAX_BUDGET_MB, MIN_BUDGET_MB
+from runner.config.celery_args import (
+    BEAT_ARGS_VARIABLE,
+    WORKER_ARGS_VARIABLE,
+    parse_celery_args,
+)
 from runner.config.environment import EnvironmentReader
 from runner.config.redis import RedisSettings, read_redis_settings
 from runner.errors import ConfigError
@@ -117,6 +122,21 @@ VARIABLES: tuple[Variable, ...] = (
         "crashing task takes only its child down).",
     ),
     Variable(
+        "CELERY_WORKER_ARGS",
+        "(none)",
+        "Flags your worker's command line had (Procfile, start command), e.g. "
+        "`-Q default,emails -O fair --loglevel=info`. `-c`, `-P`, `--max-tasks-per-child`, "
+        "`-A` and `-l` mean CELERY_CONCURRENCY, CELERY_POOL, CELERY_MAX_TASKS_PER_CHILD, "
+        "CELERY_APP and the worker's log level; the rest goes to Celery as written.",
+    ),
+    Variable(
+        "CELERY_BEAT_ARGS",
+        "(none)",
+        "Flags your beat command line had, e.g. `--scheduler "
+        "django_celery_beat.schedulers:DatabaseScheduler`: the scheduler beat runs (inside "
+        "the leader lock with Redis). Other flags need `BEAT_MODE=separate`.",
+    ),
+    Variable(
         BEAT_LEADER_LOCK_VARIABLE,
         str(DEFAULT_BEAT_LEADER_LOCK_SECONDS),
         "With Redis, beat sends periodic tasks from one instance only (the holder of a lock "
@@ -195,6 +215,12 @@ class Settings:
     status_token: str | None = None
     keep_awake_url: str | None = None
     beat_leader_lock_seconds: int = DEFAULT_BEAT_LEADER_LOCK_SECONDS
+    # The rest of CELERY_WORKER_ARGS / CELERY_BEAT_ARGS, passed to Celery as written.
+    worker_args: tuple[str, ...] = ()
+    beat_args: tuple[str, ...] = ()
+    worker_log_level: str | None = None  # -l in CELERY_WORKER_ARGS; else LOG_LEVEL
+    beat_log_level: str | None = None
+    beat_scheduler: str | None = None  # -S in CELERY_BEAT_ARGS (or the worker's)
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -211,6 +237,80 @@ def read_beat_leader_lock_seconds(env: EnvironmentReader) -> int:
         minimum=MIN_BEAT_LEADER_LOCK_SECONDS,
         maximum=MAX_BEAT_LEADER_LOCK_SECONDS,
     )
+
+
+def _agree(
+    env: EnvironmentReader, variable: str, own: object, flag: str, given: object, source: str
+) -> object:
+    """A value given both as the runner's ``variable`` and as ``flag`` in ``source``: the
+    flag's when only it is given; a problem when both are and they differ."""
+    if given is None:
+        return own
+    if own is not None and own != given:
+        env.problem(
+            source,
+            f"{flag} {given} differs from {variable}={own}; keep one of them",
+            env.environ.get(source),
+        )
+    return given
+
+
+def _with_celery_args(env: EnvironmentReader, settings: Settings) -> Settings:
+    """Fold CELERY_WORKER_ARGS and CELERY_BEAT_ARGS into the settings they mean."""
+    environ, problems = env.environ, env.problems
+    worker = parse_celery_args(WORKER_ARGS_VARIABLE, environ.get(WORKER_ARGS_VARIABLE), problems)
+    beat = parse_celery_args(BEAT_ARGS_VARIABLE, environ.get(BEAT_ARGS_VARIABLE), problems)
+    levels: dict[str, str | None] = {}
+    for source, args in ((WORKER_ARGS_VARIABLE, worker), (BEAT_ARGS_VARIABLE, beat)):
+        levels[source] = args.log_level
+        if args.log_level is not None and args.log_level not in LOG_LEVELS:
+            env.problem(source, f"--loglevel {args.log_level}: use one of {', '.join(LOG_LEVELS)}")
+            levels[source] = None
+    pool = worker.pool.lower() if worker.pool else None
+    if pool is not None and pool not in POOLS[1:]:
+        env.problem(
+            WORKER_ARGS_VARIABLE,
+            f"--pool {worker.pool}: the runner runs prefork or threads (CELERY_POOL)",
+            environ.get(WORKER_ARGS_VARIABLE),
+        )
+        pool = None
+    if worker.app and beat.app and worker.app != beat.app:
+        env.problem(BEAT_ARGS_VARIABLE, f"-A {beat.app} differs from the worker's -A {worker.app}")
+    if settings.beat_mode == "embedded" and settings.run_worker:
+        for token in beat.passed:
+            if token.startswith("-"):
+                env.problem(
+                    BEAT_ARGS_VARIABLE,
+                    f"{token.split('=', 1)[0]} needs beat as a program of its own: set "
+                    "BEAT_MODE=separate (the worker's embedded beat takes only --scheduler "
+                    "and --loglevel)",
+                    environ.get(BEAT_ARGS_VARIABLE),
+                )
+                break
+    given_pool = settings.celery_pool if "CELERY_POOL" in environ else None
+    return replace(
+        settings,
+        celery_app=_agree(
+            env, "CELERY_APP", settings.celery_app, "-A", worker.app or beat.app,
+            WORKER_ARGS_VARIABLE if worker.app else BEAT_ARGS_VARIABLE,
+        ),
+        celery_concurrency=_agree(
+            env, "CELERY_CONCURRENCY", settings.celery_concurrency, "--concurrency",
+            worker.concurrency, WORKER_ARGS_VARIABLE,
+        ),
+        celery_pool=_agree(env, "CELERY_POOL", given_pool, "--pool", pool, WORKER_ARGS_VARIABLE)
+        or settings.celery_pool,
+        max_tasks_per_child=_agree(
+            env, "CELERY_MAX_TASKS_PER_CHILD",
+            settings.max_tasks_per_child if "CELERY_MAX_TASKS_PER_CHILD" in environ else None,
+            "--max-tasks-per-child", worker.max_tasks_per_child, WORKER_ARGS_VARIABLE,
+        ) or settings.max_tasks_per_child,
+        worker_args=worker.passed,
+        beat_args=beat.passed,
+        worker_log_level=levels[WORKER_ARGS_VARIABLE],
+        beat_log_level=levels[BEAT_ARGS_VARIABLE],
+        beat_scheduler=beat.scheduler or worker.scheduler,
+    )  # fmt: skip
 
 
 def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
@@ -248,6 +348,7 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         keep_awake_url=env.text("KEEP_AWAKE_URL"),
         beat_leader_lock_seconds=read_beat_leader_lock_seconds(env),
     )
+    settings = _with_celery_args(env, settings)
     if settings.status_token and len(settings.status_token) < MIN_STATUS_TOKEN_LENGTH:
         env.problem(
             "RUNNER_STATUS_TOKEN",

@@ -243,6 +243,10 @@ def _read_celery(project: Project, cwd: Path) -> tuple[str, dict[str, object], s
         wsgi = getattr(django_settings, "WSGI_APPLICATION", None)
         conf["caches"] = getattr(django_settings, "CACHES", None)
         installed_apps = list(getattr(django_settings, "INSTALLED_APPS", ()))
+        conf["beat_scheduler"] = app.conf.beat_scheduler
+        conf["django_celery_beat"] = any(
+            isinstance(a, str) and a.split(".")[0] == "django_celery_beat" for a in installed_apps
+        )
     except Exception as error:  # the settings' own errors: every program would hit them
         fix = (
             f"importing it failed ({_describe(error, cwd)}); fix the settings: the web, "

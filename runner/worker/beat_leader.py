@@ -49,6 +49,7 @@ from redis.exceptions import LockError
 from redis.retry import Retry
 
 from runner.config.environment import EnvironmentReader
+from runner.config.plan import BEAT_SCHEDULER_VARIABLE
 from runner.config.redis import broker_redis_url, client_args, mask_url, read_redis_settings
 from runner.config.settings import read_beat_leader_lock_seconds
 from runner.errors import ConfigError, Problem
@@ -121,11 +122,13 @@ def lock_client(environ: Mapping[str, str], timeout: float) -> tuple[redis.Redis
 
 
 def _configured_scheduler(app):
-    """The scheduler class the project configured, never this one."""
+    """The scheduler the plan chose (``RUNNER_BEAT_SCHEDULER``: CELERY_BEAT_ARGS' --scheduler,
+    or django_celery_beat's), else the one the project configured; never this one."""
     from celery.utils.imports import load_extension_class_names, symbol_by_name
 
     aliases = dict(load_extension_class_names("celery.beat_schedulers"))
-    scheduler = symbol_by_name(app.conf.beat_scheduler, aliases=aliases)
+    name = os.environ.get(BEAT_SCHEDULER_VARIABLE) or app.conf.beat_scheduler
+    scheduler = symbol_by_name(name, aliases=aliases)
     if isinstance(scheduler, type) and issubclass(scheduler, LeaderScheduler):
         return symbol_by_name(FALLBACK_SCHEDULER)
     return scheduler
