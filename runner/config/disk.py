@@ -1,9 +1,8 @@
-"""Disk faults in words: a read-only or full disk is one line naming the path and the fix.
+"""Disk and database faults in words: one line naming the path (or host) and the fix.
 
 Pure: these functions only turn numbers, errors and text into sentences. The launcher uses
-them before anything starts (``runner.supervise.launch``: the data directory, ``migrate``), the
-local
-broker and result files while the service runs (``runner.worker.local_store``).
+them before anything starts (``runner.supervise.launch``: the data directory, ``migrate``),
+the local broker and result files while the service runs (``runner.worker.local_store``).
 """
 
 from __future__ import annotations
@@ -108,5 +107,31 @@ def migrate_failure(output: str, database: str | None) -> str | None:
                 f"migrations failed: cannot write the database{named} ({sign!r}, see the "
                 f"migrate lines above); its folder is read-only or missing: put the database "
                 "on a writable disk"
+            )
+    return None
+
+
+# What migrate prints when its database server does not answer or refuses the user
+# (psycopg 2 and 3, mysqlclient), and what each means.
+UNREACHABLE_SIGNS = {
+    "Connection refused": "nothing answers there (is the database running, the port right?)",
+    "could not translate host name": "that host name does not resolve",
+    "Name or service not known": "that host name does not resolve",
+    "timeout expired": "it did not answer in time",
+    "Can't connect to MySQL server": "nothing answers there",
+    "password authentication failed": "it refused the user or password in DATABASE_URL",
+    "does not exist": "the server answers, but that database (or user) does not exist",
+}
+
+
+def database_failure(output: str, address: str | None) -> str | None:
+    """The reason ``migrate`` failed when its output shows the database was out of reach."""
+    for sign, meaning in UNREACHABLE_SIGNS.items():
+        if sign in output and ("OperationalError" in output or "psycopg" in output):
+            where = f" {address}" if address else ""
+            return (
+                f"migrations failed: the database{where} cannot be used ({sign!r}: {meaning}); "
+                "check DATABASE_URL (or the project's DATABASES), or set RUN_MIGRATIONS=false "
+                "to start without migrating"
             )
     return None

@@ -64,6 +64,8 @@ CELERY_BEAT_NAME = "celery-beat"
 
 HEALTH_PATH = "/healthz"
 WSGI_ENTRY = "runner.web.wsgi:application"
+GUNICORN_CONFIG = "python:runner.web.gunicorn_config"
+GUNICORN_CONFIG_FILE = "gunicorn.conf.py"  # what Gunicorn would read from the directory
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,9 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
         "-",
         "--log-level",
         settings.log_level,
+        # Not ./gunicorn.conf.py on top of these flags (runner.web.gunicorn_config).
+        "--config",
+        GUNICORN_CONFIG,
     )
     if versions.gunicorn_control_socket:
         # gunicorn 25.1+'s control socket would be a file in $HOME and a second way in.
@@ -337,6 +342,12 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
     if settings.run_beat and (why := beat_scheduler(settings, project)[1]):
         if why != "CELERY_BEAT_ARGS":
             notes.append(why)
+    if settings.run_web and project.gunicorn_config_file:
+        notes.append(
+            f"{project.gunicorn_config_file} is not read: the runner gives Gunicorn its "
+            "options (WEB_CONCURRENCY, WEB_TIMEOUT, PORT, LOG_LEVEL; python -m runner plan "
+            "shows them); move what you need from it into those variables"
+        )
     if settings.keep_awake_url:
         notes.append(
             f"keep-awake: requesting {settings.keep_awake_url} every {KEEP_AWAKE_MINUTES} "

@@ -118,6 +118,7 @@ class Project:
     wsgi_application: str | None = None  # the settings' WSGI_APPLICATION
     celery: CeleryConfig | None = None
     versions: Versions = NEWEST  # the installed libraries (runner.config.versions)
+    gunicorn_config_file: str | None = None  # a gunicorn.conf.py in the project's directory
 
 
 def find_project(

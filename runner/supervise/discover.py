@@ -39,6 +39,7 @@ from dataclasses import replace
 from importlib.machinery import PathFinder
 from pathlib import Path
 
+from runner.config.plan import GUNICORN_CONFIG_FILE
 from runner.config.project import TIME_LIMIT_SETTINGS, Project, celery_config, celery_problems
 from runner.config.settings import Settings
 from runner.config.versions import DISTRIBUTIONS, Versions
@@ -268,7 +269,12 @@ def discover(project: Project, settings: Settings, cwd: Path) -> Project:
     if settings_file is None:
         raise ConfigError([_settings_problem(project, cwd)])
     project = replace(
-        project, settings_file=_shown(settings_file, cwd), versions=installed_versions()
+        project,
+        settings_file=_shown(settings_file, cwd),
+        versions=installed_versions(),
+        gunicorn_config_file=GUNICORN_CONFIG_FILE
+        if (cwd / GUNICORN_CONFIG_FILE).is_file()
+        else None,
     )
     if not (settings.run_worker or settings.run_beat):
         return project  # the web alone imports nothing here: Gunicorn does, once

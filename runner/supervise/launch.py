@@ -10,16 +10,23 @@ import collections
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from runner.config.budget import read_container_limit, resolve_budget
-from runner.config.disk import data_dir_problem, free_space_problem, migrate_failure
+from runner.config.disk import (
+    data_dir_problem,
+    database_failure,
+    free_space_problem,
+    migrate_failure,
+)
 from runner.config.plan import Plan, make_plan
 from runner.config.project import RedisConsumer, find_project
 from runner.config.settings import Settings, load_settings, local_paths
@@ -35,6 +42,8 @@ from runner.supervise.watchdog import Limits
 CONF_NAME = "supervisord.conf"
 SUPERVISORD_MODULE = "runner.supervise.supervisord"  # supervisord with the runner's voice
 # Lines of migrate's output kept to explain its failure (its traceback ends there).
+# How migrate reports each migration it applied.
+APPLIED_LINE = re.compile(r"^\s+Applying \S+\.\.\. OK")
 MIGRATE_TAIL_LINES = 40
 
 
@@ -91,11 +100,13 @@ def prepare_data_dir(settings: Settings, plan: Plan) -> None:
         raise PreflightError(data_dir_problem(settings.data_dir, error)) from error
 
 
-def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
-    """Run the project's migrations, relaying their output as ``migrate | ...`` lines."""
+def migrate(plan: Plan, env: Mapping[str, str], cwd: Path, verbose: bool = False) -> None:
+    """Run the project's migrations; say in one line how many were applied and how long it
+    took. Every line of migrate's own output is relayed (``migrate | ...``) with ``verbose``
+    (LOG_LEVEL=debug) as it comes, and otherwise only when migrate fails (its last lines)."""
     if plan.migrate is None:
         return
-    say("applying database migrations")
+    started = time.monotonic()
     process = subprocess.Popen(
         plan.migrate,
         cwd=cwd,
@@ -106,16 +117,47 @@ def migrate(plan: Plan, env: Mapping[str, str], cwd: Path) -> None:
         errors="replace",
     )
     tail: collections.deque[str] = collections.deque(maxlen=MIGRATE_TAIL_LINES)
+    applied = 0
     for line in process.stdout or ():
-        sys.stdout.write(prefix("migrate") + line)
-        sys.stdout.flush()
+        if verbose:
+            sys.stdout.write(prefix("migrate") + line)
+            sys.stdout.flush()
+        applied += bool(APPLIED_LINE.match(line))
         tail.append(line)
+    seconds = time.monotonic() - started
     if process.wait() != 0:
+        if not verbose:
+            sys.stdout.writelines(prefix("migrate") + line for line in tail)
+            sys.stdout.flush()
+        output = "".join(tail)
         raise StartError(
-            migrate_failure("".join(tail), sqlite_file())
+            migrate_failure(output, sqlite_file())
+            or database_failure(output, database_address())
             or f"migrations failed (exit status {process.returncode}, see the migrate lines "
             "above); fix them, or set RUN_MIGRATIONS=false to start without migrating"
         )
+    say(
+        f"migrations: {applied} applied in {seconds:.1f} s"
+        if applied
+        else f"migrations: none to apply ({seconds:.1f} s)"
+    )
+
+
+def database_address() -> str | None:
+    """``postgresql at db.example:5432`` for the project's default database (never its user
+    or password), if its settings are loaded here already (``discover``)."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return None
+        database = settings.DATABASES.get("default", {})
+    except Exception:  # only a better message is at stake: never fail the error itself
+        return None
+    engine = str(database.get("ENGINE", "")).rsplit(".", 1)[-1]
+    host = database.get("HOST") or "localhost"
+    port = database.get("PORT")
+    return f"{engine} at {host}" + (f":{port}" if port else "") if engine != "sqlite3" else None
 
 
 def sqlite_file() -> str | None:
@@ -199,7 +241,7 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     if plan.migrate:
         # Several instances booting at once (scale-out) migrate one after another.
         with migration_lock(settings.redis, settings.data_dir, say):
-            migrate(plan, env, cwd)
+            migrate(plan, env, cwd, verbose=settings.log_level == "debug")
     conf = write_config(plan)
     # After exec this PID is supervisord's: `python -m runner status` finds it here.
     write_pointer(settings.data_dir, os.getpid(), f"unix://{conf.parent / SOCKET_NAME}", cwd)

@@ -338,3 +338,28 @@ def test_fresh_venv_pip_install_runs_the_project(runner_env, tmp_path: Path, red
     with runner:
         assert wait_http_ok(health_url(env), START_TIMEOUT, runner).text == "ok\n"
         stop_and_check(runner)
+
+
+def test_a_projects_gunicorn_conf_is_reported_not_half_applied(runner_env, tmp_path: Path):
+    """A gunicorn.conf.py in the project's directory (another bind, five workers, its own
+    logging) is not read under the runner's flags: the web binds PORT with the plan's one
+    worker, each access line appears once, and the start says why the file is not read."""
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT, project, ignore=NOT_IN_A_CLONE)
+    (project / "gunicorn.conf.py").write_text(
+        'bind = "127.0.0.1:1"\nworkers = 5\naccesslog = "-"\nerrorlog = "-"\n'
+    )
+    env = project_env(runner_env, RUN_WORKER="false", RUN_BEAT="false")
+    runner = start_runner(env, tmp_path, cwd=project)
+    try:
+        wait_http_ok(health_url(env), START_TIMEOUT, runner)
+        requests.get(health_url(env).replace("/healthz", "/nowhere"), timeout=10)
+        wait_for(lambda: '"GET /nowhere' in runner.output(), TASK_TIMEOUT)
+        web = [p for p in runner.tree() if "-m gunicorn" in " ".join(p.cmdline())]
+        assert len(web) == 2, [p.cmdline() for p in web]  # master and the plan's one worker
+        stop_and_check(runner)
+    finally:
+        runner.kill_tree()
+    output = runner.output()
+    assert "gunicorn.conf.py is not read: the runner gives Gunicorn its options" in output
+    assert output.count('"GET /nowhere') == 1

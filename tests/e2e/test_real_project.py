@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
 from tests.support.processes import wait_for
 from tests.support.runner import REPO_ROOT, start_runner, stop_and_check, wait_http_ok
@@ -298,3 +299,30 @@ def test_the_plan_says_what_the_project_brings(installed, project, runner_env):
     assert "--pool=prefork" in worker["command"]
     web = next(p for p in plan["programs"] if p["name"] == "web")
     assert "--no-control-socket" not in web["command"]  # gunicorn 21 has no such flag
+
+
+def test_a_database_that_does_not_answer_is_one_line_naming_it(
+    installed, project, runner_env, redis_plain, tmp_path
+):
+    """DATABASE_URL pointing where no PostgreSQL listens: migrate's last lines, then one line
+    naming the engine, host and port (never the password) and the fix; exit 1, nothing runs."""
+    python, _, _ = installed
+    port = free_port()
+    env = project_env(
+        runner_env,
+        f"postgres://postgres:Sec%2Fret@127.0.0.1:{port}/cookie",
+        DJANGO_SETTINGS_MODULE=PRODUCTION,
+        REDIS_URL=redis_plain.url(),
+        CELERY_BROKER_URL=redis_plain.url(),
+    )
+    runner = start_runner(env, tmp_path, cwd=project, python=str(python))
+    with runner:
+        assert runner.wait(timeout=START_TIMEOUT) == 1, runner.output()[-3000:]
+    last = runner.output().strip().splitlines()[-1]
+    assert last == (
+        f"runner | error: migrations failed: the database postgresql at 127.0.0.1:{port} cannot "
+        "be used ('Connection refused': nothing answers there (is the database running, the "
+        "port right?)); check DATABASE_URL (or the project's DATABASES), or set "
+        "RUN_MIGRATIONS=false to start without migrating"
+    )
+    assert "Sec" not in runner.output()
