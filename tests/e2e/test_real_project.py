@@ -12,9 +12,6 @@ the way Celery documents it (``?ssl_cert_reqs=...`` in the URL).
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,91 +21,32 @@ import requests
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
 from tests.support.processes import wait_for
-from tests.support.runner import REPO_ROOT, start_runner, stop_and_check, wait_http_ok
+from tests.support.real_project import PRODUCTION, checkout, install, project_env, run
+from tests.support.runner import start_runner, stop_and_check, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "cookiecutter_django"
-PRODUCTION = "config.settings.production"
-# A fresh venv with the project's ~40 pinned packages (psycopg[c] compiles) and the runner.
-INSTALL_TIMEOUT = 600
 START_TIMEOUT = 90  # migrate (allauth, sites, celery beat on PostgreSQL), then three programs
 TASK_TIMEOUT = 30
 PERIODIC_TIMEOUT = 60  # DatabaseScheduler notices a new PeriodicTask at its next tick
-COMMAND_TIMEOUT = 120
-
-
-def freeze(python: Path) -> dict[str, str]:
-    """The packages of a venv as {lower-case name: version} (``pip list``)."""
-    done = subprocess.run(
-        [str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=COMMAND_TIMEOUT,
-    )
-    return {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(done.stdout)}
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
     """A venv with the project's production requirements, then the runner: (python, pins
     before the runner, pins after)."""
-    venv = tmp_path_factory.mktemp("cookie-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=COMMAND_TIMEOUT)
-    python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    requirements = FIXTURE / "requirements" / "production.txt"
-    constraints = FIXTURE / "FIXTURE-constraints.txt"  # what its lock file would hold
-    subprocess.run(
-        [*pip, "-r", str(requirements), "-c", str(constraints)],
-        check=True,
-        timeout=INSTALL_TIMEOUT,
-    )
-    before = freeze(python)
-    subprocess.run([*pip, str(REPO_ROOT)], check=True, timeout=INSTALL_TIMEOUT)
-    return python, before, freeze(python)
+    return install(tmp_path_factory.mktemp("cookie-venv"))
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A copy of the fixture (collectstatic writes into it), as a user's checkout."""
-    copy = tmp_path / "cookie_shop"
-    shutil.copytree(FIXTURE, copy)
-    return copy
+    return checkout(tmp_path / "cookie_shop")
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
     with temporary_database("cookie") as url:
         yield url
-
-
-def project_env(runner_env: dict[str, str], database: str, **variables: str) -> dict:
-    """What the project's production settings read, and nothing of the runner's own."""
-    env = dict(runner_env)
-    env.pop("DATABASE_URL")
-    env |= {
-        "DATABASE_URL": database,
-        "DJANGO_SECRET_KEY": "test-not-secret-" + "x" * 40,
-        "DJANGO_ADMIN_URL": "admin/",
-        "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
-        # Render terminates TLS in front; the test speaks plain HTTP to the port.
-        "DJANGO_SECURE_SSL_REDIRECT": "false",
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    return env | variables
-
-
-def run(python: Path, project: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(python), *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-    )
 
 
 def shell(python: Path, project: Path, env: dict, code: str) -> str:
