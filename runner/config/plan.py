@@ -54,6 +54,16 @@ DEFAULT_SCHEDULER_NAMES = (
     "persistent",
     "celery.beat.PersistentScheduler",
 )
+# The signal each program gets from the kernel when supervisord dies (SIGKILL, the OOM
+# killer), so that nothing outlives it: Gunicorn's quick shutdown for the web; for the
+# worker a signal Celery leaves alone, on which runner.worker.entry gives its unfinished
+# tasks back and exits at once (its default action, before the handler is set, is to exit);
+# beat's usual stop (it saves its schedule). Read by runner.supervise.supervisord as it
+# starts each program.
+PARENT_DEATH_SIGNAL_VARIABLE = "RUNNER_PARENT_DEATH_SIGNAL"
+WEB_PARENT_DEATH_SIGNAL = "QUIT"
+WORKER_PARENT_DEATH_SIGNAL = "USR2"
+BEAT_PARENT_DEATH_SIGNAL = "TERM"
 # The warm shutdown's bound, read by runner.worker.entry in the worker.
 WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
 
@@ -65,6 +75,7 @@ CELERY_BEAT_NAME = "celery-beat"
 HEALTH_PATH = "/healthz"
 WSGI_ENTRY = "runner.web.wsgi:application"
 GUNICORN_CONFIG = "python:runner.web.gunicorn_config"
+ACCESS_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 GUNICORN_CONFIG_FILE = "gunicorn.conf.py"  # what Gunicorn would read from the directory
 
 
@@ -146,6 +157,10 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
         str(WEB_MAX_REQUESTS_JITTER),
         "--access-logfile",
         "-",
+        # Gunicorn's default line without the query string and the referer, which carry
+        # tokens (the status page's ?token=): they never reach the platform's logs.
+        "--access-logformat",
+        ACCESS_LOG_FORMAT,
         "--error-logfile",
         "-",
         "--log-level",
@@ -158,7 +173,11 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
         # gunicorn 25.1+'s control socket would be a file in $HOME and a second way in.
         command += ("--no-control-socket",)
     return Program(
-        "web", command, processes=1 + shape.workers, stop_wait_seconds=settings.shutdown_grace
+        "web",
+        command,
+        processes=1 + shape.workers,
+        environment=((PARENT_DEATH_SIGNAL_VARIABLE, WEB_PARENT_DEATH_SIGNAL),),
+        stop_wait_seconds=settings.shutdown_grace,
     )
 
 
@@ -194,6 +213,7 @@ def _worker(
     command += settings.worker_args
     environment = (
         (WARM_SHUTDOWN_VARIABLE, str(grace)),
+        (PARENT_DEATH_SIGNAL_VARIABLE, WORKER_PARENT_DEATH_SIGNAL),
         *_background(settings),
         *(_scheduler_environment(settings, project) if embed_beat else ()),
     )
@@ -222,7 +242,11 @@ def _beat(settings: Settings, project: Project) -> Program:
         "beat",
         command,
         processes=1,
-        environment=(*_background(settings), *_scheduler_environment(settings, project)),
+        environment=(
+            (PARENT_DEATH_SIGNAL_VARIABLE, BEAT_PARENT_DEATH_SIGNAL),
+            *_background(settings),
+            *_scheduler_environment(settings, project),
+        ),
         stop_wait_seconds=settings.shutdown_grace,
     )
 
@@ -272,25 +296,20 @@ def _background(settings: Settings) -> tuple[tuple[str, str], ...]:
     return ((NICENESS_VARIABLE, str(BACKGROUND_NICENESS)),) if settings.run_web else ()
 
 
-def _pool(settings: Settings, project: Project, notes: list[str]) -> str:
-    """CELERY_POOL, except that ``auto`` takes prefork when the project sets task time limits:
-    Celery's threads pool does not enforce them, and nothing may be dropped silently."""
+def _time_limit_note(settings: Settings, project: Project, pool: str) -> str | None:
+    """One line when the project sets task time limits and the worker runs the threads
+    pool, which Celery does not enforce them in: nothing configured is dropped silently.
+
+    The pool stays the budget's choice (threads below 1024 MB: one process, ~25 MB less);
+    CELERY_POOL=prefork is the way to have the limits enforced, and the line says so."""
     limits = project.celery.time_limits if project.celery else ()
-    if not limits or not settings.run_worker:
-        return settings.celery_pool
+    if not limits or not settings.run_worker or pool != "threads":
+        return None
     shown = ", ".join(f"{name}={value:g} s" for name, value in limits)
-    if settings.celery_pool == "auto":
-        notes.append(
-            f"worker pool: prefork, since the project sets {shown}, which only prefork "
-            "enforces (CELERY_POOL=threads saves memory and leaves them unenforced)"
-        )
-        return "prefork"
-    if settings.celery_pool == "threads":
-        notes.append(
-            f"the project sets {shown}, which the threads pool does NOT enforce: a task may "
-            "run past them; CELERY_POOL=prefork (or auto) enforces them"
-        )
-    return settings.celery_pool
+    return (
+        f"the project sets {shown}, which the threads pool does NOT enforce (a task may run "
+        "past them); CELERY_POOL=prefork enforces them, for a process per task slot"
+    )
 
 
 def make_plan(settings: Settings, project: Project, budget: Budget | None = None) -> Plan:
@@ -318,8 +337,12 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         if settings.run_worker
         else None,
         beat=("embedded" if embed_beat else "separate") if settings.run_beat else None,
-        pool=_pool(settings, project, notes),
+        pool=settings.celery_pool,
     )
+    if memory.worker is not None and (
+        note := _time_limit_note(settings, project, memory.worker.pool)
+    ):
+        notes.append(note)
     notes.extend(budget.notes)
     if memory.web is not None:
         programs.append(_web(settings, memory.web, grace, project.versions))

@@ -25,11 +25,12 @@ for the page.
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import time
 import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,9 +44,11 @@ from runner.config.plan import Plan, make_plan
 from runner.config.project import find_project
 from runner.config.redis import RedisSettings, client_args, mask_url
 from runner.config.settings import Settings, load_settings
+from runner.config.supervisord_conf import LIMITS_NAME
 from runner.supervise.discover import read_manage_py
 from runner.supervise.memory import sample_tree
 from runner.supervise.runstate import read_pointer, read_starts, run_dir_of
+from runner.supervise.watchdog import Limits
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 
@@ -522,4 +525,22 @@ def load_plan(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
     )
     # The same budget as runner.supervise.launch found: this machine's cgroup, or MEMORY_BUDGET_MB.
     budget = resolve_budget(settings.memory_budget_mb, read_container_limit())
-    return settings, make_plan(settings, project, budget)
+    plan = make_plan(settings, project, budget)
+    # The shares the running service works with: its plan also knew what only importing the
+    # project tells (time limits choose the pool), so they come from its run directory.
+    shares = running_shares(settings.data_dir)
+    if shares and plan.memory is not None:
+        plan = replace(plan, memory=replace(plan.memory, shares_mb=shares))
+    return settings, plan
+
+
+def running_shares(data_dir: Path) -> dict[str, int] | None:
+    """The memory shares of the service running from ``data_dir`` (its watchdog's limits)."""
+    pointer = read_pointer(data_dir)
+    if pointer is None:
+        return None
+    try:
+        limits = json.loads((run_dir_of(pointer.supervisor_url) / LIMITS_NAME).read_text())
+        return Limits.from_dict(limits).shares_mb
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

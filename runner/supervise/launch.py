@@ -35,6 +35,7 @@ from runner.errors import PreflightError, StartError
 from runner.supervise.discover import discover, read_manage_py
 from runner.supervise.logrelay import prefix
 from runner.supervise.migrate_lock import migration_lock
+from runner.supervise.port import check_port
 from runner.supervise.redis_check import check_now, preflight
 from runner.supervise.runstate import write_pointer
 from runner.supervise.watchdog import Limits
@@ -52,9 +53,14 @@ def say(text: str, out: TextIO = sys.stdout) -> None:
     out.flush()
 
 
-def load(environ: Mapping[str, str], cwd: Path) -> tuple[Settings, Plan]:
-    """Settings and plan for this environment and directory; the project is checked by import."""
+def load(
+    environ: Mapping[str, str], cwd: Path, *, port_needed: bool = True
+) -> tuple[Settings, Plan]:
+    """Settings and plan for this environment and directory; the project is checked by import,
+    and (for ``plan`` and ``start``, with the web on) PORT must be free."""
     settings = load_settings(environ, cwd)
+    if port_needed and settings.run_web:
+        check_port(settings.port)  # first: a second to say it, before any import
     project = find_project(
         settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
     )
@@ -203,7 +209,7 @@ def project_consumers(plan: Plan) -> tuple[RedisConsumer, ...] | None:
 
 def check(environ: Mapping[str, str], cwd: Path) -> None:
     """``python -m runner check``: load, then the start-up checks; raise if one fails."""
-    settings, plan = load(environ, cwd)
+    settings, plan = load(environ, cwd, port_needed=False)
     check_now(settings.redis, say, redis_peak(plan), project_consumers(plan))
 
 

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -28,9 +29,11 @@ from supervisor.options import ServerOptions
 from supervisor.states import SupervisorStates
 from supervisor.supervisord import Supervisor
 
+from runner.config.plan import PARENT_DEATH_SIGNAL_VARIABLE
 from runner.config.settings import load_settings
 from runner.config.supervisord_conf import GROUP, LIMITS_NAME
 from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
+from runner.prctl import die_with_parent
 from runner.supervise.keepawake import KeepAwake
 from runner.supervise.logrelay import LineRelay, prefix
 from runner.supervise.memory_guard import MemoryGuard
@@ -57,7 +60,22 @@ class ExplainingHandler(loggers.StreamHandler):
 
 
 class RunnerServerOptions(ServerOptions):
-    """supervisord's options with our log handler instead of its stdout format."""
+    """supervisord's options with our log handler instead of its stdout format, and children
+    that die with supervisord."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.supervisord_pid = os.getpid()
+
+    def execve(self, filename, argv, env):
+        """In the forked child, just before the program replaces it: the kernel is to send
+        the program's RUNNER_PARENT_DEATH_SIGNAL when supervisord dies, so that a SIGKILLed
+        supervisord leaves no component running (a web still answering, a beat still holding
+        the leader lock, a PORT taken for the next runner)."""
+        name = env.get(PARENT_DEATH_SIGNAL_VARIABLE)
+        if name:
+            die_with_parent(signal.Signals[f"SIG{name}"], self.supervisord_pid)
+        return super().execve(filename, argv, env)
 
     def make_logger(self) -> None:
         self.logger = loggers.getLogger(self.loglevel)

@@ -39,6 +39,7 @@ from runner.status import gather as status_data
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "runner/status.html"
 BEARER = "Bearer "
+TOKEN_PARAMETER = "token"  # ?token=... in the page's URL
 # Render's free instance has 512 MB: the bars are drawn against it when no share is planned.
 REFERENCE_MB = 512
 # Seconds between reloads of the HTML page (a meta refresh: no JavaScript).
@@ -53,7 +54,7 @@ def _given_token(request: HttpRequest) -> str:
     header = request.headers.get("Authorization", "")
     if header.startswith(BEARER):
         return header[len(BEARER) :].strip()
-    return request.GET.get("token", "")
+    return request.GET.get(TOKEN_PARAMETER, "")
 
 
 def allowed(request: HttpRequest, token: str | None) -> bool:
@@ -172,6 +173,14 @@ def current_status(runner_settings: Settings, plan: Plan) -> status_data.Status:
     )
 
 
+def _without_token(request: HttpRequest) -> str:
+    """The page's path and query for the login's ``next``, without a ``token`` in it: a
+    refused token must not travel on into the login page's URL (and its logs)."""
+    query = request.GET.copy()
+    query.pop(TOKEN_PARAMETER, None)
+    return request.path + (f"?{query.urlencode()}" if query else "")
+
+
 def _respond(request: HttpRequest, as_json: bool) -> HttpResponse:
     # Under the runner, supervisord handed every program the environment the runner checked.
     runner_settings, plan = status_data.load_plan(os.environ, Path.cwd())
@@ -183,7 +192,7 @@ def _respond(request: HttpRequest, as_json: bool) -> HttpResponse:
             )
             response["WWW-Authenticate"] = 'Bearer realm="runner status"'
         else:
-            response = redirect_to_login(request.get_full_path(), _login_url())
+            response = redirect_to_login(_without_token(request), _login_url())
         for header, value in NO_STORE.items():
             response[header] = value
         return response

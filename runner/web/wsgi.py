@@ -1,8 +1,8 @@
 """Gunicorn's entry point: the project's WSGI application behind the runner's health check.
 
-The health path is answered here, before Django, so that it needs no URL in the project and
-never touches the database or Redis: a Redis blip must not make the platform restart a web
-server that is serving fine.
+The health path is answered in front of Django (``runner.web.health``), so that it needs no
+URL in the project and never touches the database or Redis: a Redis blip must not make the
+platform restart a web server that is serving fine.
 
 Importing this module also freezes the garbage collector's view of what the import
 created (``gc.freeze()``). Gunicorn imports it once in the master (``--preload``) and forks
@@ -19,31 +19,7 @@ import gc
 
 from django.core.servers.basehttp import get_internal_wsgi_application
 
-from runner.config.plan import HEALTH_PATH
-
-HEALTH_BODY = b"ok\n"
-
-
-class HealthCheck:
-    """WSGI middleware answering ``GET``/``HEAD`` on the health path with 200."""
-
-    def __init__(self, app, path: str = HEALTH_PATH) -> None:
-        self.app = app
-        self.path = path
-
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == self.path:
-            start_response(
-                "200 OK",
-                [
-                    ("Content-Type", "text/plain; charset=utf-8"),
-                    ("Content-Length", str(len(HEALTH_BODY))),
-                    ("Cache-Control", "no-store"),
-                ],
-            )
-            return [] if environ.get("REQUEST_METHOD") == "HEAD" else [HEALTH_BODY]
-        return self.app(environ, start_response)
-
+from runner.web.health import HealthCheck
 
 # The project's own WSGI_APPLICATION (what `manage.py runserver` would serve).
 application = HealthCheck(get_internal_wsgi_application())

@@ -26,6 +26,7 @@ least once".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -34,12 +35,17 @@ import threading
 
 from celery.signals import worker_init, worker_shutting_down
 
-from runner.config.plan import NICENESS_VARIABLE, WARM_SHUTDOWN_VARIABLE
+from runner.config.plan import (
+    NICENESS_VARIABLE,
+    WARM_SHUTDOWN_VARIABLE,
+    WORKER_PARENT_DEATH_SIGNAL,
+)
 from runner.worker import hooks as celery_hooks
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 
 logger = logging.getLogger("runner.worker.entry")
+SUPERVISORD_GONE_SIGNAL = signal.Signals[f"SIG{WORKER_PARENT_DEATH_SIGNAL}"]
 # The worker (WorkController) of this process, once Celery has built it.
 _workers: list = []
 
@@ -125,29 +131,45 @@ def stop_consuming(worker) -> None:
         logger.debug("cancelling the task consumer failed", exc_info=True)
 
 
-def _end_warm_shutdown() -> None:
+def _end_warm_shutdown(reason: str = "shutdown grace over", now: bool = False) -> None:
+    """Give back what this worker holds, then end what still runs: Celery's cold shutdown
+    where the pool can cancel tasks; else, and with ``now`` (nobody waits for a clean exit),
+    the pool's processes are ended and this one exits at once."""
     worker = _workers[-1] if _workers else None
     pool = getattr(worker, "pool", None)
     # Again, from here: the cancel asked for at the start of the warm shutdown runs only if
     # the consumer's loop still turns, which Redis's event loop may no longer do by now.
     stop_consuming(worker)
     requeued = requeue_unacknowledged()
-    if pool is None or pool_can_cancel(pool):
+    if not now and (pool is None or pool_can_cancel(pool)):
         logger.warning(
-            "shutdown grace over: %d unfinished task(s) put back in the queue; cancelling "
-            "them (cold shutdown)",
+            "%s: %d unfinished task(s) put back in the queue; cancelling them (cold shutdown)",
+            reason,
             requeued,
         )
         os.kill(os.getpid(), signal.SIGQUIT)
         return
     logger.warning(
-        "shutdown grace over: %d unfinished task(s) put back in the queue (a %s pool "
-        "cannot stop a running task); exiting now",
+        "%s: %d unfinished task(s) put back in the queue (a %s pool cannot stop a running "
+        "task); exiting now",
+        reason,
         requeued,
         type(pool).__module__.rsplit(".", 1)[-1],
     )
+    if now:
+        _end_children()
     logging.shutdown()  # flush the line before the exit that skips Python's clean-up
     os._exit(EX_REQUEUED)
+
+
+def _end_children() -> None:
+    """SIGKILL this process's children (pool children; the embedded beat has its own
+    parent-death signal): what they ran was given back already."""
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def _stop_consuming_soon() -> None:
@@ -179,6 +201,17 @@ def _bound_warm_shutdown(sig=None, how=None, exitcode=None, **_kwargs) -> None:
     timer.start()
 
 
+def _on_supervisord_gone(_signum=None, _frame=None) -> None:
+    """The kernel's parent-death signal (``runner.supervise.supervisord`` asks for it): no
+    supervisor is left to stop this worker within a grace, so it stops now, the way its
+    grace ends: nothing more taken, unfinished tasks given back, then the exit. In a thread:
+    giving back talks to the broker, which a signal handler must not do."""
+    thread = threading.Thread(
+        target=_end_warm_shutdown, args=("supervisord is gone", True), daemon=True
+    )
+    thread.start()
+
+
 def lower_priority() -> None:
     """Run at the niceness the plan asks for (``runner.config.plan.BACKGROUND_NICENESS``); pool
     children and the embedded beat inherit it."""
@@ -189,6 +222,9 @@ def lower_priority() -> None:
 
 def main() -> None:
     lower_priority()
+    # Until this handler is set, the signal's default action (exit) is the answer: early in
+    # the start there is nothing to give back.
+    signal.signal(SUPERVISORD_GONE_SIGNAL, _on_supervisord_gone)
     worker_init.connect(_remember_worker, weak=False)
     worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
     # Pool children the memory watchdog can retire after their task, and gc.freeze().

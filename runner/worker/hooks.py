@@ -30,17 +30,16 @@ Without sentinel (pool restarts off) RETIRE_SIGNAL keeps its default action: ign
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
+import os
 import signal
-import sys
 import threading
 from types import CodeType, FrameType
 
 from celery.signals import beat_embedded_init, celeryd_init, worker_init, worker_process_init
 
 from runner.config.plan import CELERY_BEAT_NAME, CELERY_CHILD_NAME
+from runner.prctl import die_with_parent, set_process_name
 
 # SIGURG, because its default action is to do nothing: a process without the hook (beat,
 # the main process, a child of a worker started without install()) ignores it. And because
@@ -51,20 +50,7 @@ from runner.config.plan import CELERY_BEAT_NAME, CELERY_CHILD_NAME
 # the kernel for out-of-band TCP data to a socket owner set with F_SETOWN, which Celery's
 # children never set; SIGWINCH, the other harmless one, comes with every terminal resize.
 RETIRE_SIGNAL = signal.SIGURG
-PR_SET_NAME = 15  # prctl(2) option: set the calling thread's name (the process's comm)
-COMM_LENGTH = 15  # bytes the kernel keeps of that name
 EX_OK = 0  # billiard.pool.EX_OK: a child that exits with it is simply replaced
-
-
-def set_process_name(name: str) -> None:
-    """Set this process's kernel name (what ``ps -o comm`` and psutil's name() show)."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_NAME, name.encode()[:COMM_LENGTH], 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # only a name: the child works the same without it
 
 
 def _pool_worker():
@@ -139,6 +125,8 @@ def _on_child_start(**_kwargs) -> None:
 
 def _on_beat_start(**_kwargs) -> None:
     set_process_name(CELERY_BEAT_NAME)
+    # Beat saves its schedule on SIGTERM; it must not outlive the worker that forked it.
+    die_with_parent(signal.SIGTERM, os.getppid())
 
 
 def install() -> None:

@@ -42,6 +42,11 @@ def test_health_is_200_for_any_host_and_while_redis_is_down(
         for host in (RENDER_HOST, "unknown.example"):
             response = requests.get(f"{base}/healthz", headers={"Host": host}, timeout=5)
             assert (response.status_code, response.text) == (200, "ok\n")
+        # Only GET and HEAD: the health path does nothing else, and says so.
+        for method in ("POST", "DELETE"):
+            response = requests.request(method, f"{base}/healthz", timeout=5)
+            assert (response.status_code, response.headers["Allow"]) == (405, "GET, HEAD")
+        assert requests.head(f"{base}/healthz", timeout=5).status_code == 200
         # Django's own pages keep their Host validation, and allow Render's host by itself.
         home = requests.get(f"{base}/", headers={"Host": RENDER_HOST}, timeout=10)
         assert home.status_code == 200

@@ -125,8 +125,11 @@ def test_plain_redis_with_the_projects_own_settings(
         CELERY_BROKER_URL=url,
     )
     output = serve_and_check(python, project, env, tmp_path)
-    # The project's time limits decide the pool; its DatabaseScheduler is kept.
-    assert "worker pool: prefork, since the project sets task_time_limit=300 s" in output
+    # The project's time limits are not enforced by the budget's threads pool: said once.
+    assert (
+        "the project sets task_time_limit=300 s, task_soft_time_limit=60 s, which the threads "
+        "pool does NOT enforce"
+    ) in output
     assert redis_plain.password not in output
 
 
@@ -221,7 +224,8 @@ def test_the_development_settings_from_manage_py_are_named(installed, project, r
 
 
 def test_the_plan_says_what_the_project_brings(installed, project, runner_env):
-    """plan names the installed versions and that the project's time limits chose prefork."""
+    """plan fits the installed versions (gunicorn 21: no control-socket flag) and runs
+    prefork when asked, the pool that enforces the project's time limits, without a note."""
     python, _, _ = installed
     env = project_env(
         runner_env,
@@ -229,12 +233,14 @@ def test_the_plan_says_what_the_project_brings(installed, project, runner_env):
         DJANGO_SETTINGS_MODULE=PRODUCTION,
         REDIS_URL="redis://127.0.0.1:6380/0",
         CELERY_BROKER_URL="redis://127.0.0.1:6380/0",
+        CELERY_POOL="prefork",
     )
     done = run(python, project, env, "-m", "runner", "plan", "--json")
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)
     worker = next(p for p in plan["programs"] if p["name"] == "worker")
     assert "--pool=prefork" in worker["command"]
+    assert not any("time_limit" in note for note in plan["notes"])
     web = next(p for p in plan["programs"] if p["name"] == "web")
     assert "--no-control-socket" not in web["command"]  # gunicorn 21 has no such flag
 

@@ -6,8 +6,13 @@ sockets: HTTP for the web, a separate client process for tasks, signals for shut
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -15,6 +20,7 @@ import pytest
 
 from tests.support.processes import ProcessHandle, wait_for
 from tests.support.runner import (
+    REPO_ROOT,
     run_client,
     speed_up_heartbeat,
     start_runner,
@@ -29,6 +35,8 @@ TASK_TIMEOUT = 30
 # The grace plus supervisord's own exit: the same 30 s Render allows after SIGTERM.
 STOP_TIMEOUT = 30
 PERIODIC_TIMEOUT = 30
+# The port is checked first, before the project is imported: a second here, 10 on Render.
+PORT_CHECK_SECONDS = 10
 EVERY_LINE = re.compile(r"^(web|worker|beat|runner|migrate) *\| ")
 
 
@@ -126,6 +134,35 @@ def test_bad_flag_exits_2_and_starts_nothing(runner_env, tmp_path: Path):
     assert runner.output().strip() == (
         "runner | error: RUN_BEAT='ture': not a boolean; use true or false"
     )
+    assert not Path(runner_env["DATABASE_URL"].removeprefix("sqlite:///")).exists()
+
+
+def test_a_port_in_use_is_one_line_naming_port_before_anything_starts(runner_env, tmp_path):
+    """Another program listens on PORT: start and plan each say so in one line naming PORT,
+    exit 2 within seconds, no database touched (not half a minute of Gunicorn retries)."""
+    with socket.create_server(("0.0.0.0", int(runner_env["PORT"]))) as holder:
+        holder.listen()
+        started = time.monotonic()
+        runner = start_runner(runner_env, tmp_path)
+        with runner:
+            assert runner.wait(timeout=STOP_TIMEOUT) == 2
+        took = time.monotonic() - started
+        plan = subprocess.run(
+            [sys.executable, "-m", "runner", "plan"],
+            cwd=REPO_ROOT,
+            env=runner_env,
+            capture_output=True,
+            text=True,
+            timeout=STOP_TIMEOUT,
+        )
+    line = runner.output().strip()
+    assert line.startswith(
+        f"runner | error: PORT='{runner_env['PORT']}': another program already listens on "
+        f"0.0.0.0:{runner_env['PORT']} (pid {os.getpid()}: "
+    ), line
+    assert line.endswith("; stop it, or set PORT to a free port") and "\n" not in line
+    assert (plan.returncode, plan.stderr.strip()) == (2, line)
+    assert took < PORT_CHECK_SECONDS, took
     assert not Path(runner_env["DATABASE_URL"].removeprefix("sqlite:///")).exists()
 
 

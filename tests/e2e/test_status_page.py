@@ -17,6 +17,7 @@ import psutil
 import pytest
 import requests
 
+from tests.support.ports import free_port
 from tests.support.processes import start_process, wait_for
 from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
 
@@ -146,6 +147,10 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         assert anonymous.status_code == 401
         wrong = requests.get(f"{base}/status.json?token=not-the-token", timeout=10)
         assert wrong.status_code == 401
+        refused = requests.get(
+            f"{base}/status/?token=not-the-token&x=1", allow_redirects=False, timeout=10
+        )
+        assert refused.headers["Location"] == "/admin/login/?next=/status/%3Fx%3D1"
 
         data = wait_for(
             lambda: all_alive(base),
@@ -155,11 +160,12 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         assert [c["name"] for c in data["components"]] == ["web", "worker", "beat"]
         web, worker, beat = data["components"]
         # Shares are the plan's (runner.config.memory_plan) for the default 512 MB budget.
-        # The shares `python -m runner plan` prints for the same environment.
+        # The shares `python -m runner plan` prints for the same environment (another PORT:
+        # plan, like start, refuses one that is taken, and the shares do not depend on it).
         plan = subprocess.run(
             [sys.executable, "-m", "runner", "plan", "--json"],
             cwd=REPO_ROOT,
-            env=runner_env,
+            env=runner_env | {"PORT": str(free_port())},
             check=True,
             capture_output=True,
             text=True,
@@ -215,6 +221,9 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         assert "reachable answered PING" in text
         assert "no TLS: traffic is not encrypted" in text
         assert TOKEN not in text
+        # Nor in the access log (stdout: the platform's logs), though the page was opened.
+        wait_for(lambda: '"GET /status/ HTTP/1.1" 200' in runner.output(), PERIODIC_TIMEOUT)
+        assert TOKEN not in runner.output() and "not-the-token" not in runner.output()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.unlink(missing_ok=True)
         run_chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1200,900", url)

@@ -326,8 +326,16 @@ def assert_no_survivors(processes: Iterable[int | psutil.Process], timeout: floa
             try:
                 if not process.is_running():
                     continue
+                if (
+                    _subreaper
+                    and process.status() == psutil.STATUS_ZOMBIE
+                    and process.ppid() == os.getpid()
+                ):
+                    # An orphan handed to us (become_subreaper()): it has exited; reap it.
+                    os.waitpid(process.pid, os.WNOHANG)
+                    continue
                 (zombies if process.status() == psutil.STATUS_ZOMBIE else running).append(process)
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, ChildProcessError):
                 continue
         return running, zombies
 
@@ -377,3 +385,20 @@ def _is_alive(process: psutil.Process) -> bool:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+_subreaper = False  # become_subreaper() was called: zombies handed to us are reaped
+
+
+def become_subreaper() -> None:
+    """Make this process the one orphaned descendants are reparented to (as a container's
+    init is), so that their exit can be observed and reaped here instead of by a PID 1 that
+    may never reap them."""
+    import ctypes
+
+    global _subreaper
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    _subreaper = True

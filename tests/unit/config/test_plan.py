@@ -111,6 +111,7 @@ def test_shutdown_fits_inside_the_grace():
     assert dict(plan.program("worker").environment) == {
         "RUNNER_WARM_SHUTDOWN_SECONDS": "15",
         "RUNNER_NICENESS": "10",
+        "RUNNER_PARENT_DEATH_SIGNAL": "USR2",  # supervisord killed: give back, exit
     }
     worker = plan.program("worker")
     # Pool children must not get SIGTERM straight from supervisord (tasks killed mid-way).
