@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import assert_no_survivors, become_subreaper, wait_for
+from tests.support.processes import (
+    assert_no_survivors,
+    become_subreaper,
+    stop_being_subreaper,
+    wait_for,
+)
 from tests.support.runner import run_client, start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +36,12 @@ SEND_ADD = (
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _orphans_come_to_us() -> None:
+def _orphans_come_to_us() -> Iterator[None]:
     """Orphans are reparented to this test process, which reaps them, as a container's init
     would (the PID 1 of a sandbox may never reap them, leaving zombies that prove nothing)."""
     become_subreaper()
+    yield
+    stop_being_subreaper()
 
 
 @pytest.mark.parametrize("pool", ["threads", "prefork"])

@@ -402,3 +402,12 @@ def become_subreaper() -> None:
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
     _subreaper = True
+
+
+def stop_being_subreaper() -> None:
+    """Undo become_subreaper(): orphans go to init again, and zombies are reported, not reaped."""
+    import ctypes
+
+    global _subreaper
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    _subreaper = False
