@@ -44,7 +44,8 @@ KEEP_AWAKE_MINUTES = 10
 # (one EVALSHA each) in every instance with Redis, scaled or not. Below 5 s a renewal
 # (every third of it) would race Redis's own latency.
 BEAT_LEADER_LOCK_VARIABLE = "BEAT_LEADER_LOCK_SECONDS"
-DEFAULT_BEAT_LEADER_LOCK_SECONDS = 60
+# Renewed every third of it: one Redis command a minute (runner.worker.beat_leader).
+DEFAULT_BEAT_LEADER_LOCK_SECONDS = 180
 MIN_BEAT_LEADER_LOCK_SECONDS = 5
 MAX_BEAT_LEADER_LOCK_SECONDS = 600
 # The beat scheduler the runner passes in Redis mode; a constant here so that the plan
@@ -140,8 +141,9 @@ VARIABLES: tuple[Variable, ...] = (
         BEAT_LEADER_LOCK_VARIABLE,
         str(DEFAULT_BEAT_LEADER_LOCK_SECONDS),
         "With Redis, beat sends periodic tasks from one instance only (the holder of a lock "
-        "in Redis); a leader that dies is replaced once its lock expires, after this many "
-        "seconds plus a third of it. Only matters with several instances.",
+        "in Redis, renewed every third of this: one Redis command a minute by default); a "
+        "leader that stops frees it at once, one that dies is replaced once its lock "
+        "expires, after this many seconds plus a third of it.",
     ),
     Variable(
         "REDIS_URL",

@@ -32,6 +32,7 @@ from runner.config.redis import (
     without_tls_options,
 )
 from runner.config.settings import DEFAULT_DATA_DIR, local_paths
+from runner.worker import idle
 
 # The filesystem broker polls its folder; half a second keeps a local round trip short at
 # a negligible cost (one directory listing).
@@ -40,12 +41,25 @@ LOCAL_POLLING_INTERVAL_SECONDS = 0.5
 # exceed the longest task (the demo's hard limit is 5 minutes), or a task still running
 # would be delivered twice.
 VISIBILITY_TIMEOUT_SECONDS = 60 * 60
-# kombu's Redis transport uses the polling interval as BRPOP's timeout: an idle worker asks
-# Redis for work once every 5 s instead of every second (12 commands a minute instead of
-# 60, which metered plans bill). A task is still delivered the moment it is queued, since
-# BRPOP returns at once; the price is that an idle worker may take up to 5 s longer to
-# stop, because kombu reads the pending BRPOP's answer before closing (no message lost).
-BROKER_POLLING_SECONDS = 5
+# What an idle worker costs on a metered Redis (Upstash's free plan counts commands), each
+# cut with kombu's own transport options; measured by ``python -m bench.redis_idle``.
+# kombu uses the polling interval as BRPOP's timeout: an idle worker asks Redis for work
+# once a minute (60 commands a minute at kombu's default of 1 s). A task is still delivered
+# the moment it is queued, since BRPOP returns at once; at shutdown the worker does not wait
+# for the pending BRPOP (``runner.worker.idle``).
+BROKER_POLLING_SECONDS = 60
+# redis-py's health check PINGs a connection idle this long before using it, and kombu
+# PINGs its pub/sub connection (remote control) this often: once every 5 minutes instead of
+# every 25 s. A dead peer is found by TCP keepalive instead, which costs no command.
+BROKER_HEALTH_CHECK_SECONDS = 300
+# Keepalive probes after this long idle, then every interval, dropped after the count:
+# a half-open connection (Redis gone without a FIN) is noticed within about 2 minutes.
+TCP_KEEPALIVE_IDLE_SECONDS = 60
+TCP_KEEPALIVE_INTERVAL_SECONDS = 15
+TCP_KEEPALIVE_PROBES = 4
+# kombu looks for unacknowledged tasks past their visibility timeout every 10 s times this
+# (kombu >= 5.7; before, every 100 s): every 10 minutes, for a timeout of an hour.
+UNACKED_RESTORE_THROTTLE = 60
 # A thread that finds its process's cache pool at its limit waits this long for a free
 # connection (redis-py's BlockingConnectionPool) before the cache call fails.
 CACHE_POOL_WAIT_SECONDS = 10
@@ -83,6 +97,18 @@ def pool_limits(env: EnvironmentReader) -> dict[str, int | None]:
     }
 
 
+def tcp_keepalive_options() -> dict[int, int]:
+    """``socket_keepalive_options`` for redis-py: the TCP options this platform has."""
+    import socket
+
+    wanted = {
+        "TCP_KEEPIDLE": TCP_KEEPALIVE_IDLE_SECONDS,
+        "TCP_KEEPINTVL": TCP_KEEPALIVE_INTERVAL_SECONDS,
+        "TCP_KEEPCNT": TCP_KEEPALIVE_PROBES,
+    }
+    return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
+
+
 def _plain(url: str | None) -> str | None:
     """A Redis URL without the TLS options of its query string; other URLs as they are."""
     return without_tls_options(url) if url and url.startswith("rediss://") else url
@@ -97,6 +123,12 @@ def _redis(redis: RedisSettings, limits: dict[str, int | None]) -> dict[str, obj
         "CELERY_BROKER_TRANSPORT_OPTIONS": {
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
             "polling_interval": BROKER_POLLING_SECONDS,
+            "health_check_interval": BROKER_HEALTH_CHECK_SECONDS,
+            "socket_keepalive": True,
+            "socket_keepalive_options": tcp_keepalive_options(),
+            "unacked_restore_throttle": UNACKED_RESTORE_THROTTLE,
+            # Named, so that the worker can find its own pending BRPOP at shutdown.
+            "client_name": idle.client_name(),
         },
     }
     if redis.broker_url and redis.broker_url.startswith("rediss://"):

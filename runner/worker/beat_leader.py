@@ -89,6 +89,10 @@ def lock_key(app) -> str:
     return f"{options.get('global_keyprefix') or ''}{LOCK_KEY_PREFIX}{app.main or 'celery'}"
 
 
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 def lock_client(environ: Mapping[str, str], timeout: float) -> tuple[redis.Redis, str]:
     """A client for the broker's Redis with the broker's TLS options, and its masked URL."""
     env = EnvironmentReader(environ)
@@ -298,9 +302,26 @@ class LeaderScheduler:
         inner.sync_every_tasks = 1
         return inner
 
+    def _extend(self) -> None:
+        """Push the lock's expiry back to a full term; LockError if it is not ours any more.
+
+        One command (``GETEX``, Redis 6.2+) where redis-py's ``reacquire`` runs a script of
+        three: renewals are most of an idle service's Redis traffic. ``GETEX`` sets the
+        expiry whoever holds the key; when the holder is another instance that only delays
+        its own renewal's effect, and this one steps down at once.
+        """
+        token = self._lock.local.token
+        try:
+            value = self._client.getex(self.key, px=int(self.lock_seconds * 1000))
+        except redis.ResponseError:  # no GETEX before Redis 6.2: redis-py's script
+            self._lock.reacquire()
+            return
+        if value is None or _as_bytes(value) != _as_bytes(token):
+            raise LockError("the lock is not held by this instance")
+
     def _renew(self, now: float) -> None:
         try:
-            self._lock.reacquire()
+            self._extend()
         except LockError:  # expired, or taken by another instance meanwhile
             self._step_down("the lock expired or another instance holds it now")
             self._next_try = now  # maybe nobody does: try again at once

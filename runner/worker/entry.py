@@ -41,6 +41,7 @@ from runner.config.plan import (
     WORKER_PARENT_DEATH_SIGNAL,
 )
 from runner.worker import hooks as celery_hooks
+from runner.worker import idle
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 
@@ -72,8 +73,8 @@ def give_back(message) -> None:
     tests/e2e/test_faults.py, where the queue stayed empty. Instead the message stays in
     kombu's ``unacked`` hash and its delivery time in ``unacked_index`` is set to 0, as if
     its visibility timeout had passed: the next worker to start (or any running one)
-    restores it at its next scan, kombu's own recovery (``QoS.restore_visible``, within
-    ``unacked_restore_interval``, 10 s, of a worker's start). Other transports: kombu's
+    restores it at its next scan, kombu's own recovery (``QoS.restore_visible``, as a
+    worker starts, then every 10 minutes with the runner's settings). Other transports: kombu's
     reject with requeue (the filesystem transport writes the message back to its folder;
     kombu keeps unacknowledged messages only in memory there).
 
@@ -229,6 +230,8 @@ def main() -> None:
     worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
     # Pool children the memory watchdog can retire after their task, and gc.freeze().
     celery_hooks.install()
+    # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.
+    idle.install()
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

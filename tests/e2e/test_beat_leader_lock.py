@@ -184,3 +184,28 @@ def test_the_lock_holds_one_named_connection_and_the_banner_none(lock_env, sched
         first.tick()
         second.tick()
     assert ours() == 2
+
+
+def test_a_renewal_is_one_command_and_a_lock_taken_over_is_noticed(lock_env, schedulers, tmp_path):
+    """The leader pushes its lock's expiry back with one GETEX; finding another holder's
+    token there, it steps down at that renewal."""
+    app = make_app()
+    first = leader(schedulers, app, tmp_path)
+    tick_until_leading(first, MARGIN_SECONDS)
+    counter = lock_env.client()
+    counter.pexpire(lock_key(app), 1000)  # nearly expired: the renewal must restore it
+    counter.config_resetstat()
+    first._renew_at = 0.0  # due now
+    first.tick()
+    stats = {name: entry["calls"] for name, entry in counter.info("commandstats").items()}
+    assert stats.get("cmdstat_getex") == 1
+    assert set(stats) <= {"cmdstat_getex", "cmdstat_config|resetstat", "cmdstat_info"}
+    assert counter.pttl(lock_key(app)) > (LOCK_SECONDS - 1) * 1000
+    assert first.leading
+
+    counter.set(lock_key(app), "another-instance", px=LOCK_SECONDS * 1000)
+    first._renew_at = 0.0
+    first.tick()
+    assert not first.leading
+    assert counter.get(lock_key(app)) == b"another-instance"
+    counter.close()

@@ -3,6 +3,7 @@ the Django and Celery settings ``runner.web.django_settings`` builds from them."
 
 from __future__ import annotations
 
+import os
 import ssl
 from pathlib import Path
 
@@ -268,6 +269,26 @@ def test_django_settings_carry_the_tls_choice_to_every_consumer():
     assert values["CACHES"]["default"]["LOCATION"] == CLOUD_TLS
     # The idle worker asks Redis for work every BROKER_POLLING_SECONDS, not every second.
     assert values["CELERY_BROKER_TRANSPORT_OPTIONS"]["polling_interval"] == BROKER_POLLING_SECONDS
+
+
+def test_idle_broker_options_are_kombus_own_and_keep_dead_peers_found():
+    """Fewer idle commands through kombu's options, and TCP keepalive where PINGs were."""
+    import socket
+
+    from kombu.transport.redis import Channel, Transport
+
+    options = runner_settings("/srv", {"REDIS_URL": CLOUD})["CELERY_BROKER_TRANSPORT_OPTIONS"]
+    # Every option is one kombu's Redis transport reads (a typo would be ignored silently),
+    # except those newer than kombu 5.3, which ignores them: client_name and the throttle of
+    # the unacknowledged scan.
+    newer = {"client_name", "unacked_restore_throttle"}
+    assert hasattr(Transport, "polling_interval")
+    assert set(options) - {"polling_interval"} - newer <= set(Channel.from_transport_options)
+    assert options["polling_interval"] == 60
+    assert options["health_check_interval"] >= options["polling_interval"]
+    assert options["socket_keepalive"] is True
+    assert options["socket_keepalive_options"][socket.TCP_KEEPIDLE] <= 60
+    assert options["client_name"] == f"runner:{socket.gethostname()}:{os.getpid()}"
 
 
 def test_pool_limits_from_the_runner_become_celery_and_cache_settings():
