@@ -66,6 +66,10 @@ WORKER_PARENT_DEATH_SIGNAL = "USR2"
 BEAT_PARENT_DEATH_SIGNAL = "TERM"
 # The warm shutdown's bound, read by runner.worker.entry in the worker.
 WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
+# CELERY_MAX_TASKS_PER_CHILD for a pool without children (threads, solo): after this many
+# tasks the worker restarts itself gracefully (runner.worker.entry), which is what
+# --max-tasks-per-child gives prefork -- memory a task kept is given back.
+RESTART_AFTER_TASKS_VARIABLE = "RUNNER_RESTART_AFTER_TASKS"
 
 # The kernel names (comm) runner.worker.hooks gives pool children and the embedded beat, by
 # which the watchdog (runner.supervise.watchdog) tells them apart from the worker's main.
@@ -216,6 +220,11 @@ def _worker(
         (PARENT_DEATH_SIGNAL_VARIABLE, WORKER_PARENT_DEATH_SIGNAL),
         *_background(settings),
         *(_scheduler_environment(settings, project) if embed_beat else ()),
+        *(
+            ((RESTART_AFTER_TASKS_VARIABLE, str(settings.max_tasks_per_child)),)
+            if shape.pool != "prefork"
+            else ()
+        ),
     )
     return Program(
         "worker",
@@ -343,6 +352,12 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         note := _time_limit_note(settings, project, memory.worker.pool)
     ):
         notes.append(note)
+    if memory.worker is not None and memory.worker.pool != "prefork":
+        notes.append(
+            f"the {memory.worker.pool} pool has no children to replace: "
+            f"CELERY_MAX_TASKS_PER_CHILD={settings.max_tasks_per_child} restarts the whole "
+            f"worker gracefully after that many tasks (running tasks finish first)"
+        )
     notes.extend(budget.notes)
     if memory.web is not None:
         programs.append(_web(settings, memory.web, grace, project.versions))

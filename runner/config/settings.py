@@ -83,7 +83,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "CELERY_MAX_TASKS_PER_CHILD",
         str(DEFAULT_MAX_TASKS_PER_CHILD),
-        "Recycle a worker child after this many tasks (the seed's leak guard).",
+        "The seed's leak guard: prefork replaces a pool child after this many tasks; the "
+        "threads pool (one process) restarts the whole worker gracefully after this many.",
     ),
     Variable(
         "WEB_TIMEOUT",

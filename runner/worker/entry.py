@@ -33,10 +33,11 @@ import signal
 import sys
 import threading
 
-from celery.signals import worker_init, worker_shutting_down
+from celery.signals import task_postrun, worker_init, worker_shutting_down
 
 from runner.config.plan import (
     NICENESS_VARIABLE,
+    RESTART_AFTER_TASKS_VARIABLE,
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
 )
@@ -213,6 +214,41 @@ def _on_supervisord_gone(_signum=None, _frame=None) -> None:
     thread.start()
 
 
+class TaskCountRestart:
+    """After ``limit`` tasks, a graceful restart: ``--max-tasks-per-child`` for a pool
+    without children (threads). The worker stops taking tasks, lets the running ones finish
+    within the warm shutdown's bound, and exits; supervisord starts it again, with the
+    memory the tasks kept given back. Counted in the worker's main process, where the
+    threads run; ``task_postrun`` fires once per task, whatever its outcome."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, **_kwargs) -> None:
+        with self._lock:
+            self.done += 1
+            if self.done != self.limit:
+                return
+        logger.warning(
+            "worker: %d tasks done (CELERY_MAX_TASKS_PER_CHILD): restarting gracefully, "
+            "so that the memory they kept is given back",
+            self.limit,
+        )
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def restart_after_tasks() -> TaskCountRestart | None:
+    """The task counter the plan asked for (RUNNER_RESTART_AFTER_TASKS), connected."""
+    value = os.environ.get(RESTART_AFTER_TASKS_VARIABLE, "")
+    if not value.isdigit() or int(value) < 1:
+        return None
+    counter = TaskCountRestart(int(value))
+    task_postrun.connect(counter, weak=False)
+    return counter
+
+
 def lower_priority() -> None:
     """Run at the niceness the plan asks for (``runner.config.plan.BACKGROUND_NICENESS``); pool
     children and the embedded beat inherit it."""
@@ -232,6 +268,7 @@ def main() -> None:
     celery_hooks.install()
     # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.
     idle.install()
+    restart_after_tasks()
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

@@ -125,6 +125,32 @@ def test_a_killed_worker_is_restarted(runner_env, tmp_path: Path):
         stop_and_check(runner)
 
 
+RESTART_AFTER = 3
+SEND_SIX = """
+from app.celery import app
+results = [app.send_task("app.tasks.add", (i, 1)) for i in range(6)]
+print(sum(r.get(timeout=60) for r in results))
+"""
+
+
+def test_threads_pool_restarts_gracefully_after_max_tasks_per_child(runner_env, tmp_path):
+    """CELERY_MAX_TASKS_PER_CHILD with the threads pool: after that many tasks the worker
+    restarts (a new main process), and every task sent is done."""
+    env = runner_env | {"CELERY_POOL": "threads", "CELERY_MAX_TASKS_PER_CHILD": str(RESTART_AFTER)}
+    runner = start_runner(env, tmp_path)
+    with runner:
+        runner.wait_for_output("ready.", START_TIMEOUT)
+        first = worker_main(runner).pid
+        # 1..6 plus one each: 21, whichever worker ran them.
+        assert run_client(env, SEND_SIX, TASK_TIMEOUT * 4) == "21"
+        line = f"{RESTART_AFTER} tasks done (CELERY_MAX_TASKS_PER_CHILD): restarting gracefully"
+        # Once per worker: tasks it had already taken finish during its warm shutdown.
+        wait_for(lambda: line in runner.output(), START_TIMEOUT, message=runner.output)
+        wait_for(lambda: worker_main(runner).pid != first, START_TIMEOUT, message="same worker")
+        assert "restarting worker" not in runner.output()  # the watchdog had no part in it
+        stop_and_check(runner)
+
+
 def test_bad_flag_exits_2_and_starts_nothing(runner_env, tmp_path: Path):
     """RUN_BEAT=ture: one line naming the variable and the fix, exit 2, no database touched."""
     runner_env["RUN_BEAT"] = "ture"

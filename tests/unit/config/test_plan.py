@@ -112,6 +112,7 @@ def test_shutdown_fits_inside_the_grace():
         "RUNNER_WARM_SHUTDOWN_SECONDS": "15",
         "RUNNER_NICENESS": "10",
         "RUNNER_PARENT_DEATH_SIGNAL": "USR2",  # supervisord killed: give back, exit
+        "RUNNER_RESTART_AFTER_TASKS": "100",  # threads: --max-tasks-per-child's meaning
     }
     worker = plan.program("worker")
     # Pool children must not get SIGTERM straight from supervisord (tasks killed mid-way).
@@ -277,3 +278,14 @@ def test_beat_sends_from_one_instance_only_with_redis():
     assert leader not in plan_for(redis | {"RUN_BEAT": "false"}).program("worker").command
     for local in ({}, {"BEAT_MODE": "separate"}):
         assert all(leader not in program.command for program in plan_for(local).programs)
+
+
+def test_max_tasks_per_child_means_something_with_every_pool():
+    """Prefork gets Celery's flag; threads a graceful restart after that many tasks, said."""
+    threads = plan_for({"CELERY_MAX_TASKS_PER_CHILD": "7", "CELERY_POOL": "threads"})
+    assert dict(threads.program("worker").environment)["RUNNER_RESTART_AFTER_TASKS"] == "7"
+    assert not any("--max-tasks-per-child" in arg for arg in threads.program("worker").command)
+    assert any("CELERY_MAX_TASKS_PER_CHILD=7 restarts the whole worker" in n for n in threads.notes)
+    prefork = plan_for({"CELERY_MAX_TASKS_PER_CHILD": "7", "CELERY_POOL": "prefork"})
+    assert "--max-tasks-per-child=7" in prefork.program("worker").command
+    assert "RUNNER_RESTART_AFTER_TASKS" not in dict(prefork.program("worker").environment)
