@@ -36,6 +36,7 @@ import threading
 from celery.signals import task_postrun, worker_init, worker_shutting_down
 
 from runner.config.plan import (
+    CELERY_BEAT_NAME,
     NICENESS_VARIABLE,
     RESTART_AFTER_TASKS_VARIABLE,
     WARM_SHUTDOWN_VARIABLE,
@@ -45,6 +46,9 @@ from runner.worker import hooks as celery_hooks
 from runner.worker import idle
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
+# How long the worker waits for its own children (the embedded beat saving its schedule)
+# before it exits, then SIGKILLs what is left: it never leaves an orphan or a zombie.
+CHILDREN_EXIT_SECONDS = 5.0
 
 logger = logging.getLogger("runner.worker.entry")
 SUPERVISORD_GONE_SIGNAL = signal.Signals[f"SIG{WORKER_PARENT_DEATH_SIGNAL}"]
@@ -160,8 +164,35 @@ def _end_warm_shutdown(reason: str = "shutdown grace over", now: bool = False) -
     )
     if now:
         _end_children()
+    wait_for_children(stop_beat=True)
     logging.shutdown()  # flush the line before the exit that skips Python's clean-up
     os._exit(EX_REQUEUED)
+
+
+def wait_for_children(timeout: float = CHILDREN_EXIT_SECONDS, stop_beat: bool = False) -> None:
+    """Reap every child of this process before it exits, waiting up to ``timeout``.
+
+    Celery's worker sends its embedded beat SIGTERM as it stops but does not wait for it:
+    the worker exited while beat was still saving its schedule, and beat became a zombie of
+    PID 1 (the container's init, which may never reap it). ``stop_beat`` sends that SIGTERM
+    here, for the exits that skip Celery's own stop. What outlives ``timeout`` is killed.
+    """
+    import psutil
+
+    children = psutil.Process().children()
+    if stop_beat:
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if child.name() == CELERY_BEAT_NAME:
+                    child.terminate()
+    _gone, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            logger.warning(
+                "%s (pid %d) did not exit in %g s: killed", child.name(), child.pid, timeout
+            )
+            child.kill()
+    psutil.wait_procs(alive, timeout=1)
 
 
 def _end_children() -> None:
@@ -272,7 +303,10 @@ def main() -> None:
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"
-    celery_main()
+    try:
+        celery_main()
+    finally:
+        wait_for_children()
 
 
 if __name__ == "__main__":

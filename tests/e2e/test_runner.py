@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.support.processes import ProcessHandle, wait_for
+from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import (
     REPO_ROOT,
     run_client,
@@ -149,6 +150,27 @@ def test_threads_pool_restarts_gracefully_after_max_tasks_per_child(runner_env, 
         wait_for(lambda: worker_main(runner).pid != first, START_TIMEOUT, message="same worker")
         assert "restarting worker" not in runner.output()  # the watchdog had no part in it
         stop_and_check(runner)
+
+
+@pytest.mark.parametrize("pool", ["threads", "prefork"])
+def test_sigterm_exit_leaves_no_process_nor_zombie_behind(runner_env, tmp_path, pool):
+    """When the runner's exit status is observed, every process it started is gone: the
+    worker waits for its embedded beat (which Celery only signals), so no beat is left
+    saving its schedule, nor a zombie for PID 1 to reap."""
+    env = runner_env | {"CELERY_POOL": pool}
+    runner = start_runner(env, tmp_path)
+    with runner:
+        runner.wait_for_output("ready.", START_TIMEOUT)
+        runner.wait_for_output("beat: Starting...", START_TIMEOUT)
+        # The embedded beat names itself once forked (psutil caches names: ask afresh).
+        beat_named = lambda: any(  # noqa: E731
+            psutil.Process(process.pid).name() == "celery-beat" for process in runner.tree()
+        )
+        wait_for(beat_named, START_TIMEOUT, message="no celery-beat process")
+        tree = runner.tree()
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
+        assert_no_survivors(tree, timeout=0)
 
 
 def test_bad_flag_exits_2_and_starts_nothing(runner_env, tmp_path: Path):
