@@ -37,6 +37,7 @@ from runner.worker import idle
 # The filesystem broker polls its folder; half a second keeps a local round trip short at
 # a negligible cost (one directory listing).
 LOCAL_POLLING_INTERVAL_SECONDS = 0.5
+LOCAL_BROKER_URL = "filesystem://localhost//"
 # Celery's Redis transport re-delivers an unacknowledged task after this long. It must
 # exceed the longest task (the demo's hard limit is 5 minutes), or a task still running
 # would be delivered twice.
@@ -63,6 +64,7 @@ UNACKED_RESTORE_THROTTLE = 60
 # A thread that finds its process's cache pool at its limit waits this long for a free
 # connection (redis-py's BlockingConnectionPool) before the cache call fails.
 CACHE_POOL_WAIT_SECONDS = 10
+ERROR_REPORT_FILTER = "runner.web.error_reports.CredentialSafeExceptionReporterFilter"
 # The largest pool limit the runner hands out; anything above is a mistake, not a plan.
 MAX_POOL_LIMIT = 10_000
 
@@ -74,7 +76,9 @@ def _local(data_dir: Path) -> dict[str, object]:
     install()
     paths = local_paths(data_dir)
     return {
-        "CELERY_BROKER_URL": "filesystem://",
+        # kombu's own default host, spelled out: without it kombu warns "No hostname was
+        # supplied" in every process that connects (the host means nothing to this transport).
+        "CELERY_BROKER_URL": LOCAL_BROKER_URL,
         "CELERY_BROKER_TRANSPORT_OPTIONS": {
             "data_folder_in": str(paths["queue"]),
             "data_folder_out": str(paths["queue"]),
@@ -173,5 +177,9 @@ def runner_settings(base_dir: Path | str, environ: Mapping[str, str] | None = No
         raise ImproperlyConfigured("; ".join(str(p) for p in env.problems))
     if redis.broker_url is None:
         data_dir = Path(base_dir) / (environ.get("RUNNER_DATA_DIR") or DEFAULT_DATA_DIR)
-        return _local(data_dir)
-    return _redis(redis, limits)
+        values = _local(data_dir)
+    else:
+        values = _redis(redis, limits)
+    # Error pages and e-mails show settings: not the URLs' passwords (runner.web.error_reports).
+    values["DEFAULT_EXCEPTION_REPORTER_FILTER"] = ERROR_REPORT_FILTER
+    return values
