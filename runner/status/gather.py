@@ -18,7 +18,8 @@ Where each fact comes from, and what it costs:
   periodic task's last run and, from its schedule, when it is due next. Other schedulers
   keep their state where it cannot be read safely from outside; the status says so.
 - Redis: one ``PING`` with a short timeout, using the same URL and TLS options as Celery.
-Each source fails on its own: a failure becomes a line in the status, never an exception
+The ping and the PING each end within ``SOURCE_BOUND_SECONDS`` whatever Redis does. Each
+source fails on its own: a failure becomes a line in the status, never an exception
 for the page.
 """
 
@@ -27,12 +28,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 import xmlrpc.client
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -52,10 +55,18 @@ from runner.supervise.watchdog import Limits
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 
+T = TypeVar("T")
 COMPONENTS = ("web", "worker", "beat")
 SUPERVISOR_TIMEOUT_SECONDS = 3.0
 PING_TIMEOUT_SECONDS = 1.0
 REDIS_TIMEOUT_SECONDS = 1.0
+# The worker ping and the Redis PING each end within this, whatever Redis does (a stalled
+# server answers nothing and the socket timeouts may add up): what is not back by then is
+# reported as not answering. Two status requests then never hold the web's threads long.
+SOURCE_BOUND_SECONDS = 2.0
+# A status gathered by the web is the answer to every request of this long after it
+# (runner.web.status_view.SharedStatus).
+SHARED_SECONDS = 5.0
 # Celery beat writes last_run_at to the database at most every 3 minutes (its Scheduler's
 # sync_every), so a schedule may look up to that late without anything being wrong.
 BEAT_SYNC_LAG_SECONDS = 180
@@ -330,7 +341,10 @@ def worker_sign(celery_app, timeout: float = PING_TIMEOUT_SECONDS) -> SignOfLife
         # A connection of its own, and the ping published on it: `control.ping()` would take
         # a second connection from the app's producer pool, which runner.config.connections sizes
         # for the web's own task sending (one per thread), and wait forever for it.
-        with celery_app.connection_for_write() as connection:
+        # Socket timeouts on every Redis call of the ping (kombu's own transport options;
+        # other transports ignore them): a stalled Redis is an answer, not a wait.
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        with celery_app.connection_for_write(transport_options=options) as connection:
             mailbox = celery_app.control.mailbox(connection)
             mailbox._producer_pool = None  # kombu then publishes on this connection's channel
             # One answer proves the worker side works; without a limit, ping always waits
@@ -343,7 +357,25 @@ def worker_sign(celery_app, timeout: float = PING_TIMEOUT_SECONDS) -> SignOfLife
         return SignOfLife(False, f"no worker answered a ping within {timeout:g} s", None)
     elapsed_ms = (time.monotonic() - started) * 1000
     name = next(iter(replies[0]), "a worker")
+    if elapsed_ms > timeout * 1000:
+        # An answer that came late proves the worker is alive, not that things are well.
+        return SignOfLife(
+            False, f"{name} answered a ping late ({elapsed_ms:.0f} ms, bound {timeout:g} s)", now
+        )
     return SignOfLife(True, f"{name} answered a ping ({elapsed_ms:.0f} ms)", now)
+
+
+def within(seconds: float, read: Callable[[], T], late: Callable[[], T]) -> T:
+    """``read()``, or ``late()`` if it is not back within ``seconds``.
+
+    ``read`` runs in a daemon thread, which its own socket timeouts end soon after; the
+    caller does not wait for that.
+    """
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(read()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result[0] if result else late()
 
 
 def database_schedules(now: datetime) -> tuple[Schedule, ...]:
@@ -428,6 +460,22 @@ def redis_status(settings: RedisSettings, timeout: float = REDIS_TIMEOUT_SECONDS
     return RedisStatus(**{**asdict(base), "reachable": True, "latency_ms": latency})
 
 
+def bounded_redis_status(settings: RedisSettings) -> RedisStatus:
+    """``redis_status``, reported as unreachable if it is not back in SOURCE_BOUND_SECONDS."""
+    url = settings.url or settings.broker_url
+    return within(
+        SOURCE_BOUND_SECONDS,
+        lambda: redis_status(settings),
+        lambda: RedisStatus(
+            True,
+            mask_url(url),
+            tls=bool(url and url.startswith("rediss://")),
+            reachable=False,
+            error=f"no answer within {SOURCE_BOUND_SECONDS:g} s",
+        ),
+    )
+
+
 # --- Everything --------------------------------------------------------------------------
 
 
@@ -476,7 +524,13 @@ def gather(plan: Plan, redis_settings: RedisSettings, sources: Sources) -> Statu
     schedules: tuple[Schedule, ...] = ()
     app = sources.celery_app
     if app is not None:
-        signs["worker"] = worker_sign(app)
+        signs["worker"] = within(
+            SOURCE_BOUND_SECONDS,
+            lambda: worker_sign(app),
+            lambda: SignOfLife(
+                False, f"no worker answered a ping within {SOURCE_BOUND_SECONDS:g} s", None
+            ),
+        )
         scheduler = str(app.conf.beat_scheduler)
         if scheduler == DATABASE_SCHEDULER and sources.django_ready:
             schedules = _attempt(
@@ -493,7 +547,7 @@ def gather(plan: Plan, redis_settings: RedisSettings, sources: Sources) -> Statu
         project=plan.project.settings_module,
         supervisor_url=sources.supervisor_url,
         components=assemble_components(plan, infos, starts, memory, signs),
-        redis=redis_status(redis_settings),
+        redis=bounded_redis_status(redis_settings),
         scheduler=scheduler,
         schedules=schedules,
         problems=tuple(problems),

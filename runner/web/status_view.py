@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import hmac
 import os
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -156,7 +159,51 @@ def render_html(status: status_data.Status) -> str:
     return _engine.get_template(TEMPLATE_NAME).render(context)
 
 
+class SharedStatus:
+    """One gathering shared by the requests of a few seconds, in this web process.
+
+    Concurrent requests (two open tabs, each reloading every 30 s; a script polling the
+    JSON) get the last status while one gathering is in progress, instead of each starting
+    its own: a stalled Redis holds at most one of the web's threads, for the sources' bound
+    (``runner.status.gather.SOURCE_BOUND_SECONDS``), and Redis sees one ping per
+    SHARED_SECONDS however many ask.
+    """
+
+    SHARED_SECONDS = status_data.SHARED_SECONDS
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gathered_at = float("-inf")
+        self._status: status_data.Status | None = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._gathered_at <= self.SHARED_SECONDS
+
+    def get(self, gather: Callable[[], status_data.Status]) -> status_data.Status:
+        if self._status is not None and self._fresh():
+            return self._status
+        # While another request gathers, the last status is the answer: a second thread
+        # of the web must stay free for everyone else. Only the very first request waits.
+        if not self._lock.acquire(blocking=self._status is None):
+            return self._status
+        try:
+            if self._status is None or not self._fresh():
+                self._status = gather()
+                self._gathered_at = time.monotonic()
+            return self._status
+        finally:
+            self._lock.release()
+
+
+_shared = SharedStatus()
+
+
 def current_status(runner_settings: Settings, plan: Plan) -> status_data.Status:
+    """The status of the service this web process belongs to, shared for a few seconds."""
+    return _shared.get(lambda: _gather(runner_settings, plan))
+
+
+def _gather(runner_settings: Settings, plan: Plan) -> status_data.Status:
     """Gather the status of the service this web process belongs to."""
     try:
         app = status_data.celery_app_of(plan)

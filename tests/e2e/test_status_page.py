@@ -11,12 +11,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
+from runner.status.gather import SHARED_SECONDS
 from tests.support.ports import free_port
 from tests.support.processes import start_process, wait_for
 from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
@@ -262,3 +265,64 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
     assert stopped.returncode == 1
     assert stopped.stdout == ""
     assert stopped.stderr.startswith("runner | error: no runner is running from ")
+
+
+# A stalled Redis (SIGSTOP: connections are accepted by the kernel, nothing answers).
+STALL_BOUND_SECONDS = 6  # the sources' bound (2 s each: ping, PING) plus the rest of a request
+HEALTH_BOUND_SECONDS = 2
+
+
+def timed_get(url: str, **kwargs) -> tuple[float, requests.Response]:
+    started = time.monotonic()
+    response = requests.get(url, timeout=30, **kwargs)
+    return time.monotonic() - started, response
+
+
+def test_a_stalled_redis_bounds_the_status_and_leaves_the_site_up(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """While Redis answers nothing, /status.json answers within its bound and says so (not
+    "ok"); concurrent status requests share one gathering, so /healthz and / still answer."""
+    runner_env |= {"REDIS_URL": redis_plain.url(), "RUNNER_STATUS_TOKEN": TOKEN}
+    prepare_database(runner_env)
+    base = f"http://127.0.0.1:{runner_env['PORT']}"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"{base}/healthz", START_TIMEOUT, runner)
+        wait_for(lambda: all_alive(base), PERIODIC_TIMEOUT, message=lambda: status_json(base))
+        redis_pid = redis_plain.pid
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            # Past the sharing window: the next request gathers afresh, against the stall.
+            time.sleep(SHARED_SECONDS + 0.5)  # not a synchronisation: a cache age
+            results: dict[str, tuple[float, requests.Response]] = {}
+            threads = [
+                threading.Thread(
+                    target=lambda k=k: results.update(
+                        {k: timed_get(f"{base}/status.json", headers=auth)}
+                    )
+                )
+                for k in ("first", "second")
+            ]
+            for thread in threads:
+                thread.start()
+            health = [timed_get(f"{base}/healthz") for _ in range(3)]
+            for thread in threads:
+                thread.join(STALL_BOUND_SECONDS * 3)
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        for took, response in results.values():
+            assert response.status_code == 200 and took < STALL_BOUND_SECONDS, took
+        for took, response in health:
+            assert response.status_code == 200 and took < HEALTH_BOUND_SECONDS, took
+        fresh = max(results.values(), key=lambda r: r[0])[1].json()  # the one that gathered
+        assert fresh["redis"]["reachable"] is False
+        worker = {c["name"]: c for c in fresh["components"]}["worker"]
+        assert worker["sign_of_life"]["ok"] is False, worker
+        print(
+            "stalled Redis: status in "
+            + ", ".join(f"{took:.2f} s" for took, _ in results.values())
+            + "; /healthz in "
+            + ", ".join(f"{took:.2f} s" for took, _ in health)
+        )
