@@ -378,9 +378,12 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
 
 
 def local_paths(data_dir: Path) -> dict[str, Path]:
-    """Folders of the local default: broker queue, broker control, results."""
+    """Folders of the local default: broker queue, broker control, message staging, results."""
     return {
         "queue": data_dir / "broker" / "queue",
         "control": data_dir / "broker" / "control",
+        # Where a worker moves a message it takes (runner.worker.local_store): beside the
+        # queue, so that the move is one atomic rename, never a copy through /tmp.
+        "staging": data_dir / "broker" / "staging",
         "results": data_dir / "results",
     }

@@ -95,6 +95,9 @@ def render_supervisord_conf(plan: Plan, run_dir: Path) -> str:
                 "loglevel": "info",  # runner.supervise.words drops the routine messages
                 "pidfile": percent_escape(str(run_dir / "supervisord.pid")),
                 "childlogdir": percent_escape(str(run_dir)),
+                # supervisord's own default is 022: every program would create files others
+                # can read (the local queue, results, SQLite). See runner.supervise.data_dir.
+                "umask": "077",
             },
         ),
         _section(

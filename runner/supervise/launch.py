@@ -32,6 +32,7 @@ from runner.config.project import RedisConsumer, find_project
 from runner.config.settings import Settings, load_settings, local_paths
 from runner.config.supervisord_conf import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
 from runner.errors import PreflightError, StartError
+from runner.supervise import data_dir
 from runner.supervise.discover import discover, read_manage_py
 from runner.supervise.logrelay import prefix
 from runner.supervise.migrate_lock import migration_lock
@@ -222,7 +223,12 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
         f"starting {', '.join(plan.program_names)} for {plan.project.settings_module}; "
         f"broker {plan.broker}"
     )
+    # Private from here on: the local queue, results and SQLite database, this user's only.
+    os.umask(data_dir.PRIVATE_UMASK)
+    if settings.data_dir.is_dir():  # before anything is created in it
+        data_dir.refuse_if_shared(settings.data_dir)
     prepare_data_dir(settings, plan)
+    data_dir.hold(settings.data_dir)
     if plan.memory is not None:
         budget = plan.memory.budget
         shares = ", ".join(f"{name} {mb} MB" for name, mb in plan.shares_mb.items())

@@ -83,6 +83,7 @@ def _local(data_dir: Path) -> dict[str, object]:
             "data_folder_in": str(paths["queue"]),
             "data_folder_out": str(paths["queue"]),
             "control_folder": str(paths["control"]),
+            "processed_folder": str(paths["staging"]),
             "polling_interval": LOCAL_POLLING_INTERVAL_SECONDS,
         },
         "CELERY_RESULT_BACKEND": f"file://{paths['results']}",

@@ -17,6 +17,9 @@ test lets a full disk pass, so a worker restarted while the disk is full starts 
 the runner checked the folder at start (``runner.supervise.launch``), and storing a result says so
 when the disk is full.
 
+A worker takes a message by renaming it into the staging folder beside the queue (kombu
+moves it through ``/tmp``), so that taking it is atomic and private too.
+
 ``install()`` makes ``filesystem://`` and ``file://`` mean these classes in this process.
 ``runner.web.django_settings`` calls it when it chooses the local default, so every process that
 loads
@@ -28,14 +31,15 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from queue import Empty
 from time import monotonic
 
 from celery.backends.filesystem import FilesystemBackend
 from celery.exceptions import ImproperlyConfigured
-from kombu.exceptions import OperationalError
+from kombu.exceptions import ChannelError, OperationalError
 from kombu.transport import filesystem
-from kombu.utils.encoding import ensure_bytes, str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, ensure_bytes, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 from runner.config.disk import NO_SPACE, write_failed
 
@@ -89,6 +93,36 @@ class Channel(filesystem.Channel):
         except OSError as error:
             message = explain(self.data_folder_out, error, "the message was not queued")
             raise QueueWriteError(message, error.errno) from error
+
+    def _get(self, queue):
+        """Take the oldest message of ``queue``: kombu's order and file names, but moved by
+        one ``rename`` into the staging folder beside the queue, then read and removed.
+
+        kombu moves it into ``tempfile.gettempdir()``: world-writable ``/tmp``, where another
+        user could read task arguments or squat a message's name, and, when the data
+        directory is on another filesystem, a copy that is not atomic (tasks were lost and
+        workers crashed on half-written JSON). A rename either takes the whole file or, when
+        another worker took it first, fails and the next file is tried.
+        """
+        staging = self.processed_folder
+        for filename in sorted(os.listdir(self.data_folder_in)):
+            if filename.partition(".")[2] != f"{queue}.msg":  # kombu's own test
+                continue
+            taken = os.path.join(staging, filename)
+            try:
+                os.rename(os.path.join(self.data_folder_in, filename), taken)
+            except OSError:  # another worker took it meanwhile
+                continue
+            try:
+                with open(taken, "rb") as message:
+                    payload = message.read()
+            except OSError as error:
+                raise ChannelError(f"Cannot read file {taken!r} from queue.") from error
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(taken)
+            return loads(bytes_to_str(payload))
+        raise Empty()
 
 
 class Transport(filesystem.Transport):

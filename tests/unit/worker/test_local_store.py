@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import builtins
 import errno
+import os
+import tempfile
 from pathlib import Path
+from queue import Empty
 
 import pytest
 from celery import Celery
@@ -36,8 +39,9 @@ def channel(tmp_path: Path):
         "data_folder_in": str(tmp_path / "queue"),
         "data_folder_out": str(tmp_path / "queue"),
         "control_folder": str(tmp_path / "control"),
+        "processed_folder": str(tmp_path / "staging"),
     }
-    for folder in ("queue", "control"):
+    for folder in ("queue", "control", "staging"):
         (tmp_path / folder).mkdir()
     with Connection("filesystem://", transport_options=options) as connection:
         yield connection.default_channel
@@ -54,6 +58,39 @@ def test_a_queued_message_reads_back(channel):
     """The message is where kombu's own reader looks for it, whole."""
     channel._put("celery", {"body": "hello"})
     assert channel._get("celery") == {"body": "hello"}
+
+
+def test_messages_are_taken_in_order_through_the_staging_folder_never_tmp(
+    tmp_path: Path, channel, monkeypatch
+):
+    """Each message once; nothing passes through the system's temporary directory
+    (kombu's own transport moves each message there)."""
+    elsewhere = tmp_path / "system-tmp"
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    moved_to: list[str] = []
+    real_rename = os.rename
+    monkeypatch.setattr(
+        os, "rename", lambda a, b: (moved_to.append(os.path.dirname(b)), real_rename(a, b))[1]
+    )
+    for n in range(3):
+        channel._put("celery", {"n": n})
+    channel._put("other", {"n": "other"})
+    # Each once (the order is by millisecond of sending, as kombu names them; these share one).
+    assert sorted(channel._get("celery")["n"] for _ in range(3)) == [0, 1, 2]
+    with pytest.raises(Empty):
+        channel._get("celery")
+    assert set(moved_to) == {str(tmp_path / "staging")}
+    assert list((tmp_path / "staging").iterdir()) == list(elsewhere.iterdir()) == []
+    assert len(list((tmp_path / "queue").iterdir())) == 1  # the other queue's message stays
+
+
+def test_a_message_another_worker_took_first_is_skipped(tmp_path: Path, channel):
+    channel._put("celery", {"n": 0})
+    channel._put("celery", {"n": 1})
+    first = sorted((tmp_path / "queue").iterdir())[0]
+    first.rename(tmp_path / "taken-by-another")  # as a concurrent rename would
+    assert channel._get("celery") == {"n": 1}
 
 
 def test_a_message_on_a_full_disk_is_a_clear_error_and_leaves_nothing(
