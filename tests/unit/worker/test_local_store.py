@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -85,12 +86,16 @@ def test_messages_are_taken_in_order_through_the_staging_folder_never_tmp(
     assert len(list((tmp_path / "queue").iterdir())) == 1  # the other queue's message stays
 
 
-def test_a_message_another_worker_took_first_is_skipped(tmp_path: Path, channel):
+def test_a_message_another_worker_took_first_is_skipped(tmp_path: Path, channel, monkeypatch):
+    """Listed, then taken by another worker before this one's rename: the next is taken."""
     channel._put("celery", {"n": 0})
     channel._put("celery", {"n": 1})
-    first = sorted((tmp_path / "queue").iterdir())[0]
-    first.rename(tmp_path / "taken-by-another")  # as a concurrent rename would
-    assert channel._get("celery") == {"n": 1}
+    listing = os.listdir(tmp_path / "queue")
+    first = tmp_path / "queue" / sorted(listing)[0]  # the one _get tries first
+    first.rename(tmp_path / "taken-by-another")  # another worker's rename, after the listing
+    monkeypatch.setattr(local_store.os, "listdir", lambda _folder: list(listing))
+    left = json.loads((tmp_path / "taken-by-another").read_text())["n"]
+    assert channel._get("celery") == {"n": 1 - left}
 
 
 def test_a_message_on_a_full_disk_is_a_clear_error_and_leaves_nothing(
