@@ -80,6 +80,12 @@ def child_environment(environ: Mapping[str, str], settings: Settings, plan: Plan
     return env
 
 
+ROOT_NOTE = (
+    "running as root: every task runs with root's rights; where you can, run the runner as "
+    "an unprivileged user (a Dockerfile's USER)"
+)
+
+
 def prepare_data_dir(settings: Settings, plan: Plan) -> None:
     """Create the local default's folders, or explain why they cannot be written.
 
@@ -219,6 +225,8 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     settings, plan = load(environ, cwd)
     for note in plan.notes:
         say(note)
+    if os.geteuid() == 0:
+        say(ROOT_NOTE)
     say(
         f"starting {', '.join(plan.program_names)} for {plan.project.settings_module}; "
         f"broker {plan.broker}"

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from celery.signals import task_postrun, worker_init, worker_shutting_down
 
@@ -289,6 +290,11 @@ def lower_priority() -> None:
 
 
 def main() -> None:
+    # Celery's nine-line warning about root, at every worker start: the runner says it once,
+    # in one line, as it starts (runner.supervise.launch).
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", "You're running the worker with superuser", SecurityWarning)
     lower_priority()
     # Until this handler is set, the signal's default action (exit) is the answer: early in
     # the start there is nothing to give back.

@@ -89,6 +89,9 @@ def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tm
     output = runner.output()
     assert "runner | local default: no REDIS_URL" in output
     assert "No hostname was supplied" not in output  # kombu's warning, once per process
+    assert "superuser privileges" not in output  # Celery's nine lines about root
+    if os.geteuid() == 0:
+        assert output.count("runner | running as root:") == 1
     assert "beat   | " in output and "Sending due task heartbeat" in output
     unprefixed = [line for line in output.splitlines() if not EVERY_LINE.match(line)]
     assert unprefixed == []
