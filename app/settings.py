@@ -158,8 +158,9 @@ except ValueError as exc:
     _scheme = urlsplit(_database_url).scheme
     _env.problem(
         "DATABASE_URL",
-        f"(scheme {_scheme!r}) {exc} Use e.g. postgres://user:pass@host/db "
-        "or sqlite:////absolute/path.sqlite3",
+        # Not dj-database-url's own text: it lists every scheme it knows (500 characters).
+        f"not a database URL (scheme {_scheme + '://' if _scheme else 'missing'}); use e.g. "
+        "postgres://user:pass@host:5432/db or sqlite:////absolute/path.sqlite3",
     )
     _database = dj_database_url.parse(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.runner import SHELL_COMMAND
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,3 +109,16 @@ def test_bad_variables_are_all_reported(tmp_path):
     assert result.returncode != 0
     assert "DEBUG='ture'" in result.stderr
     assert "LOG_LEVEL='loud'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [("garbage", "missing"), ("mongodb://u:hunter2@h/db", "mongodb://")],
+)
+def test_a_bad_database_url_is_one_short_reason_without_the_password(tmp_path, url, scheme):
+    result = manage(tmp_path, "check", DATABASE_URL=url)
+    assert result.returncode != 0
+    line = next(line for line in result.stderr.splitlines() if "DATABASE_URL" in line)
+    assert f"DATABASE_URL: not a database URL (scheme {scheme}); use e.g. postgres://" in line
+    assert "hunter2" not in result.stderr and "cockroach" not in line
+    assert len(line) < 200
