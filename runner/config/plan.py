@@ -393,6 +393,13 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         )
     if redis.upgraded_to_tls:
         notes.append("REQUIRE_REDIS_SSL is true: redis:// URLs were upgraded to rediss://")
+    if redis.tls_variables_given and redis.urls and not redis.uses_tls:
+        notes.append(
+            f"{' and '.join(redis.tls_variables_given)} "
+            f"{'is' if len(redis.tls_variables_given) == 1 else 'are'} set, but every Redis "
+            "URL is redis:// (no TLS): not used, the connection is plain text; use rediss:// "
+            "or set REQUIRE_REDIS_SSL=true"
+        )
     if redis.uses_tls and not redis.all_verified:
         notes.append(
             "Redis connection is encrypted but the server is NOT verified; set "

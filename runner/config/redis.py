@@ -93,6 +93,7 @@ class RedisSettings:
     max_connections: int
     require_tls: bool = False  # REQUIRE_REDIS_SSL
     tls_cert_reqs_given: bool = False  # REDIS_SSL_CERT_REQS set, not implied by a CA
+    tls_variables_given: tuple[str, ...] = ()  # the REDIS_SSL_* variables that are set
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -366,6 +367,9 @@ def read_redis_settings(env: EnvironmentReader) -> RedisSettings:
         max_connections=max_connections,
         require_tls=require_tls,
         tls_cert_reqs_given=reqs is not None,
+        tls_variables_given=tuple(
+            name for name in ("REDIS_SSL_CA_CERTS", "REDIS_SSL_CERT_REQS") if name in environ
+        ),
     )
 
 

@@ -289,3 +289,20 @@ def test_max_tasks_per_child_means_something_with_every_pool():
     prefork = plan_for({"CELERY_MAX_TASKS_PER_CHILD": "7", "CELERY_POOL": "prefork"})
     assert "--max-tasks-per-child=7" in prefork.program("worker").command
     assert "RUNNER_RESTART_AFTER_TASKS" not in dict(prefork.program("worker").environment)
+
+
+def test_tls_variables_beside_a_plain_url_are_said_to_be_unused():
+    plain = plan_for({"REDIS_URL": "redis://:pw@h:6379", "REDIS_SSL_CERT_REQS": "required"})
+    assert any(
+        n.startswith("REDIS_SSL_CERT_REQS is set, but every Redis URL is redis:// (no TLS)")
+        for n in plain.notes
+    )
+    upgraded = plan_for(
+        {
+            "REDIS_URL": "redis://:pw@h:6379",
+            "REDIS_SSL_CERT_REQS": "required",
+            "REQUIRE_REDIS_SSL": "true",
+        }
+    )
+    assert not any("(no TLS)" in n for n in upgraded.notes)
+    assert not any("(no TLS)" in n for n in plan_for({"REDIS_URL": "redis://:pw@h:6379"}).notes)
