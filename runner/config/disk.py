@@ -70,6 +70,13 @@ def data_dir_problem(path: Path, error: OSError) -> str:
     disk_fault = write_failed(path, error)
     if disk_fault is not None:
         return f"RUNNER_DATA_DIR: {disk_fault}"
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        # mkdir's "File exists" names the symptom: the path (or a parent) is a file.
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
+        return (
+            f"RUNNER_DATA_DIR: {blocker} is a file, not a directory; remove it or set "
+            "RUNNER_DATA_DIR to a directory"
+        )
     return (
         f"RUNNER_DATA_DIR: cannot write to {path} ({error.strerror}); "
         "run from a writable directory or set RUNNER_DATA_DIR to one"

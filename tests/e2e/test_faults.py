@@ -87,8 +87,8 @@ def test_unwritable_data_directory_is_a_clear_error(runner_env, tmp_path: Path):
         assert runner.wait(timeout=START_TIMEOUT) == 1
     errors = [line for line in runner.output().splitlines() if "error:" in line]
     assert errors == [
-        f"runner | error: RUNNER_DATA_DIR: cannot write to {not_a_directory} (File exists); "
-        "run from a writable directory or set RUNNER_DATA_DIR to one"
+        f"runner | error: RUNNER_DATA_DIR: {not_a_directory} is a file, not a directory; "
+        "remove it or set RUNNER_DATA_DIR to a directory"
     ]
 
 

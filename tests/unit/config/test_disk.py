@@ -48,14 +48,20 @@ def test_size_text(size, text):
             errno.EROFS,
             f"RUNNER_DATA_DIR: cannot write to {DATA} (read-only file system); {FIX_READ_ONLY}",
         ),
-        # Anything else keeps the words the runner always had.
+        # A path that is a file (no such file here: the path itself is named).
         (
             errno.EEXIST,
-            f"RUNNER_DATA_DIR: cannot write to {DATA} (File exists); run from a writable "
-            "directory or set RUNNER_DATA_DIR to one",
+            f"RUNNER_DATA_DIR: {DATA} is a file, not a directory; remove it or set "
+            "RUNNER_DATA_DIR to a directory",
+        ),
+        # Anything else keeps the words the runner always had.
+        (
+            errno.EACCES,
+            f"RUNNER_DATA_DIR: cannot write to {DATA} (whatever the OS says); run from a "
+            "writable directory or set RUNNER_DATA_DIR to one",
         ),
     ],
-    ids=["ENOSPC", "EDQUOT", "EROFS", "other"],
+    ids=["ENOSPC", "EDQUOT", "EROFS", "file", "other"],
 )
 def test_data_dir_problem(code, line):
     error = OSError(code, {errno.EEXIST: "File exists"}.get(code, "whatever the OS says"))
