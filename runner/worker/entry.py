@@ -44,7 +44,7 @@ from runner.config.plan import (
     WORKER_PARENT_DEATH_SIGNAL,
 )
 from runner.worker import hooks as celery_hooks
-from runner.worker import idle
+from runner.worker import idle, redis_restart
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 # How long the worker waits for its own children (the embedded beat saving its schedule)
@@ -59,6 +59,8 @@ _workers: list = []
 
 def _remember_worker(sender=None, **_kwargs) -> None:
     _workers.append(sender)
+    # Before the consumer is built: it reads its steps from the app then.
+    redis_restart.add_to(sender.app)
 
 
 def pool_can_cancel(pool) -> bool:

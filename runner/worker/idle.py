@@ -46,6 +46,19 @@ def client_name(pid: int | None = None) -> str:
     return f"runner:{host}:{os.getpid() if pid is None else pid}"
 
 
+def side_client(channel, purpose: str):
+    """A redis-py client with the channel's own parameters (TLS included), outside kombu's
+    pools, so that it never waits behind a blocked connection; close it after use."""
+    import redis
+
+    params = dict(channel._connparams(asynchronous=False))
+    params["socket_timeout"] = UNBLOCK_TIMEOUT_SECONDS
+    params["socket_connect_timeout"] = UNBLOCK_TIMEOUT_SECONDS
+    name = getattr(channel, "client_name", None) or "runner"
+    params["client_name"] = f"{name}:{purpose}"
+    return redis.Redis(connection_pool=redis.ConnectionPool(**params))
+
+
 def unblock(channel) -> int:
     """End the BRPOPs this channel's connections are blocked in; how many were ended.
 
@@ -58,13 +71,7 @@ def unblock(channel) -> int:
         return 0
     client = None
     try:
-        # A fresh connection with the channel's own parameters (TLS included), outside the
-        # pools, so that it never waits behind the blocked one.
-        params = dict(channel._connparams(asynchronous=False))
-        params["socket_timeout"] = UNBLOCK_TIMEOUT_SECONDS
-        params["socket_connect_timeout"] = UNBLOCK_TIMEOUT_SECONDS
-        params["client_name"] = f"{name}:unblock"
-        client = redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        client = side_client(channel, "unblock")
         ended = 0
         for entry in client.client_list():
             # "b": blocked now ("cmd" is only the last command the client sent).

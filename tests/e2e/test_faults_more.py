@@ -168,12 +168,16 @@ def task_result(env: dict[str, str], task_id: str) -> str:
     return run_client(env, code, TASK_TIMEOUT + 30)
 
 
+LOST_DATA_LINE = "Redis restarted without its data (a new run id"
+
+
 def test_redis_restart_worker_reconnects_and_web_keeps_answering(
     runner_env, tmp_path: Path, redis_plain
 ):
     """When a non-persistent Redis restarts, /healthz never fails, the worker reconnects by
     itself and every task sent after the restart completes; tasks queued, running or with
-    results at the restart are NOT promised, since that Redis comes back empty."""
+    results at the restart are NOT promised, since that Redis comes back empty -- and the
+    worker says so, once."""
     runner_env |= {"REDIS_URL": redis_plain.url(), "RUN_BEAT": "false"}
     runner = start_runner(runner_env, tmp_path)
     with runner:
@@ -200,6 +204,9 @@ def test_redis_restart_worker_reconnects_and_web_keeps_answering(
         assert probe.successes > 0
         # Reconnected by itself: the same worker process, not a restart by supervisord.
         assert worker_main(runner) == worker_before
+        # ...and said once that what waited in Redis was lost.
+        wait_for(lambda: LOST_DATA_LINE in runner.output(), 10, message=runner.output)
+        assert runner.output().count(LOST_DATA_LINE) == 1
         stop_and_check(runner)
 
 
@@ -245,6 +252,7 @@ def test_persistent_redis_restart_loses_no_task(runner_env, tmp_path: Path, tmp_
             ], runner.output()[-4000:]
             assert probe.failures == []
             assert worker_main(runner) == worker_before
+            assert LOST_DATA_LINE not in runner.output()  # it kept its data: nothing to say
             stop_and_check(runner)
 
 
