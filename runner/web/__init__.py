@@ -3,9 +3,10 @@
 ``wsgi`` is Gunicorn's entry (``runner.web.wsgi:application``: /healthz before Django);
 ``django_settings`` is ``runner_settings()``, the one line a project adds for the runner's
 broker, results, cache and TLS; ``cache`` is the Redis cache that shares a database with
-Celery safely; ``status_view`` serves /status/ and /status.json from ``runner.status``.
+Celery safely; ``status_view`` serves /status/ and /status.json from ``runner.status``;
+``error_reports`` keeps URL passwords out of Django's error pages.
 
 May import: ``runner.config``, ``runner.status``, ``runner.worker.local_store`` (lazily),
-Django. The public paths ``runner.django``, ``runner.wsgi``, ``runner.status_view`` and
+``runner.worker.idle`` (the broker connections' name), Django. The public paths ``runner.django``, ``runner.wsgi``, ``runner.status_view`` and
 ``runner.cache`` are thin aliases of these modules.
 """
