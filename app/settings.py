@@ -153,7 +153,7 @@ try:
         conn_max_age=DATABASE_CONN_MAX_AGE_SECONDS,
         conn_health_checks=True,
     )
-except ValueError as exc:
+except ValueError:
     # Only the scheme is shown: the rest of the URL may hold a password.
     _scheme = urlsplit(_database_url).scheme
     _env.problem(

@@ -1,7 +1,8 @@
 """The supervising process: from ``python -m runner start`` to supervisord's loop.
 
 ``launch`` does the side effects in order (``discover`` the project by import, the
-``data_dir`` made private and locked, the ``redis_check``, migrations under the ``migrate_lock``, the config file, exec);
+``data_dir`` made private and locked, the ``redis_check``, migrations under the
+``migrate_lock``, the config file, exec);
 ``supervisord`` is supervisord itself with the runner's voice: ``logrelay`` makes lines,
 ``words`` turns supervisord's messages into sentences, ``memory_guard`` samples
 (``memory``) and acts on the ``watchdog``'s pure decisions, ``keepawake`` pings the public

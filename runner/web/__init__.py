@@ -7,6 +7,7 @@ Celery safely; ``status_view`` serves /status/ and /status.json from ``runner.st
 ``error_reports`` keeps URL passwords out of Django's error pages.
 
 May import: ``runner.config``, ``runner.status``, ``runner.worker.local_store`` (lazily),
-``runner.worker.idle`` (the broker connections' name), Django. The public paths ``runner.django``, ``runner.wsgi``, ``runner.status_view`` and
-``runner.cache`` are thin aliases of these modules.
+``runner.worker.idle`` (the broker connections' name), Django. The public paths
+``runner.django``, ``runner.wsgi``, ``runner.status_view`` and ``runner.cache`` are thin
+aliases of these modules.
 """
