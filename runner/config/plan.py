@@ -30,6 +30,12 @@ DEFAULT_CELERY_CONCURRENCY = 2
 # all restart at once (a slow leak then never reaches the budget).
 WEB_MAX_REQUESTS = 1000
 WEB_MAX_REQUESTS_JITTER = 100
+# gthread, with each request read in the event loop before a thread takes it: slow clients
+# cannot hold the threads (runner.web.read_ahead).
+WEB_WORKER_CLASS = "runner.web.read_ahead.ReadAheadThreadWorker"
+# Open connections a web worker keeps (Gunicorn's default is 1000). Each may hold up to
+# ~96 KB of a request being read ahead: 100 bound that to ~10 MB of the memory budget.
+WEB_WORKER_CONNECTIONS = 100
 
 # A program that dies within this many seconds of starting "did not start"; after
 # START_RETRIES such failures supervisord gives up and the runner stops with an error.
@@ -143,7 +149,9 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
         # Threads, not processes, for concurrency: a forked worker un-shares ~23 MB of the
         # master once it serves pages, a thread ~1 MB (runner.config.memory_plan).
         "--worker-class",
-        "gthread",
+        WEB_WORKER_CLASS,
+        "--worker-connections",
+        str(WEB_WORKER_CONNECTIONS),
         "--workers",
         str(shape.workers),
         "--threads",

@@ -1,9 +1,11 @@
-"""The health path as Render's health check meets it: 200 for any Host header, fast, and
-still 200 while Redis is down (a Redis blip must not get a healthy web server restarted)."""
+"""The health path as Render's health check meets it: 200 for any Host header, fast, while
+slow clients hold connections, and still 200 while Redis is down (a Redis blip must not get
+a healthy web server restarted)."""
 
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -54,6 +56,18 @@ def test_health_is_200_for_any_host_and_while_redis_is_down(
             requests.get(f"{base}/", headers={"Host": "evil.example"}, timeout=10).status_code
             == 400
         )
+
+        # Two clients that send one byte and wait hold no thread of the runner's web
+        # (runner.web.read_ahead; tests/e2e/test_slow_clients.py has the rest).
+        held = [socket.create_connection(("127.0.0.1", int(runner_env["PORT"]))) for _ in "ab"]
+        for sock in held:
+            sock.sendall(b"G")
+        started = time.monotonic()
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"{base}/", headers={"Host": RENDER_HOST}, timeout=5).ok
+        assert time.monotonic() - started < 2 * HEALTH_MAX_SECONDS
+        for sock in held:
+            sock.close()
 
         redis_plain.stop()
         durations = []

@@ -72,7 +72,7 @@ def test_default_commands_give_the_seed_capacity_in_fewer_processes():
     assert web[:4] == (sys.executable, "-m", "gunicorn", "runner.web.wsgi:application")
     assert option(web, "--bind") == "0.0.0.0:10000"
     assert (option(web, "--worker-class"), option(web, "--workers"), option(web, "--threads")) == (
-        "gthread",
+        "runner.web.read_ahead.ReadAheadThreadWorker",
         "1",
         "2",
     )
