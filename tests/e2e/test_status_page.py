@@ -282,7 +282,8 @@ def test_a_stalled_redis_bounds_the_status_and_leaves_the_site_up(
     runner_env, tmp_path: Path, redis_plain
 ):
     """While Redis answers nothing, /status.json answers within its bound and says so (not
-    "ok"); concurrent status requests share one gathering, so /healthz and / still answer."""
+    "ok"); concurrent status requests share one gathering, so /healthz and / still answer.
+    The same while the worker is stopped."""
     runner_env |= {"REDIS_URL": redis_plain.url(), "RUNNER_STATUS_TOKEN": TOKEN}
     prepare_database(runner_env)
     base = f"http://127.0.0.1:{runner_env['PORT']}"
@@ -326,3 +327,22 @@ def test_a_stalled_redis_bounds_the_status_and_leaves_the_site_up(
             + "; /healthz in "
             + ", ".join(f"{took:.2f} s" for took, _ in health)
         )
+
+        # A stopped worker (SIGSTOP of Celery's main process): its ping goes unanswered,
+        # within the same bound, and the page says so.
+        alive = wait_for(
+            lambda: all_alive(base), PERIODIC_TIMEOUT, message=lambda: status_json(base)
+        )
+        worker_pid = {c["name"]: c for c in alive["components"]}["worker"]["pid"]
+        os.kill(worker_pid, signal.SIGSTOP)
+        try:
+            time.sleep(SHARED_SECONDS + 0.5)  # not a synchronisation: a cache age
+            took, response = timed_get(f"{base}/status.json", headers=auth)
+            health_took, health_response = timed_get(f"{base}/healthz")
+        finally:
+            os.kill(worker_pid, signal.SIGCONT)
+        assert response.status_code == 200 and took < STALL_BOUND_SECONDS, took
+        assert health_response.status_code == 200 and health_took < HEALTH_BOUND_SECONDS
+        worker = {c["name"]: c for c in response.json()["components"]}["worker"]
+        assert worker["sign_of_life"]["ok"] is False, worker
+        print(f"stopped worker: status in {took:.2f} s")
