@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -20,5 +21,15 @@ def home(request):
     return render(
         request,
         "app/home.html",
-        {"heartbeats": heartbeats, "newest": newest, "stale": stale},
+        {
+            "heartbeats": heartbeats,
+            "newest": newest,
+            "stale": stale,
+            "broker": broker_kind(settings.CELERY_BROKER_URL),
+        },
     )
+
+
+def broker_kind(url: str) -> str:
+    """"redis" or "local": what carries the tasks, as the page says it (never the URL)."""
+    return "redis" if url.startswith(("redis://", "rediss://")) else "local"

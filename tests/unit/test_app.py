@@ -26,6 +26,8 @@ APP_VARIABLES = (
     "RENDER_EXTERNAL_HOSTNAME",
     "DATABASE_URL",
     "LOG_LEVEL",
+    "REDIS_URL",
+    "RUNNER_DATA_DIR",
 )
 
 
@@ -122,3 +124,33 @@ def test_a_bad_database_url_is_one_short_reason_without_the_password(tmp_path, u
     assert f"DATABASE_URL: not a database URL (scheme {scheme}); use e.g. postgres://" in line
     assert "hunter2" not in result.stderr and "cockroach" not in line
     assert len(line) < 200
+
+
+HOME_PAGE = """
+import json
+from django.test import Client
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+page = Client().get("/", HTTP_HOST="localhost").content.decode()
+print(json.dumps({
+    "redis": "Redis carries the tasks" in page,
+    "local": "the local default" in page,
+    "status_link": 'href="/status/"' in page,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, {"redis": False, "local": True, "status_link": True}),
+        (
+            {"REDIS_URL": "redis://default:Secret-1@127.0.0.1:6399/0"},
+            {"redis": True, "local": False, "status_link": True},
+        ),
+    ],
+    ids=["local-default", "redis"],
+)
+def test_home_page_names_what_carries_the_tasks_and_links_the_status(tmp_path, environ, expected):
+    environ = {"RUNNER_DATA_DIR": str(tmp_path / "data"), **environ}
+    assert shell_json(tmp_path, HOME_PAGE, **environ) == expected
