@@ -6,6 +6,8 @@ directory both ran beat (every periodic task twice) and the second overwrote the
 pointer; a directory another user owns, or may write to, lets that user drop a message in
 the queue that then runs as this runner's user. So, before anything starts:
 
+- ``check_usable``: what ``plan`` can tell without writing, so that it refuses what
+  ``start`` would (a file in the way, a read-only or unwritable place, a shared directory);
 - ``refuse_if_shared``: the directory must belong to this user and be writable by nobody
   else (no group or other write bit), else one line and exit status 2;
 - ``hold``: an exclusive ``flock`` on ``runner.lock`` in it, kept by supervisord (the file
@@ -18,16 +20,38 @@ the queue that then runs as this runner's user. So, before anything starts:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import stat
 from pathlib import Path
 
-from runner.errors import ConfigError, Problem
+from runner.config.disk import data_dir_problem
+from runner.errors import ConfigError, PreflightError, Problem
 
 LOCK_NAME = "runner.lock"
 PRIVATE_UMASK = 0o077
 VARIABLE = "RUNNER_DATA_DIR"
+
+
+def check_usable(path: Path) -> None:
+    """The error ``start`` would give for ``path``, found without writing anything."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():  # bad input, not a bad disk: exit status 2
+        line = data_dir_problem(path, _error(errno.ENOTDIR))
+        raise ConfigError([Problem(VARIABLE, None, line.removeprefix(f"{VARIABLE}: "))])
+    if existing == path:
+        refuse_if_shared(path)
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise PreflightError(data_dir_problem(path, _error(errno.EROFS)))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PreflightError(data_dir_problem(path, _error(errno.EACCES)))
+
+
+def _error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
 
 
 def refuse_if_shared(path: Path) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -31,7 +32,7 @@ from runner.config.plan import Plan, make_plan
 from runner.config.project import RedisConsumer, find_project
 from runner.config.settings import Settings, load_settings, local_paths
 from runner.config.supervisord_conf import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
-from runner.errors import PreflightError, StartError
+from runner.errors import ConfigError, PreflightError, Problem, StartError
 from runner.supervise import data_dir
 from runner.supervise.discover import discover, read_manage_py
 from runner.supervise.logrelay import prefix
@@ -62,6 +63,7 @@ def load(
     settings = load_settings(environ, cwd)
     if port_needed and settings.run_web:
         check_port(settings.port)  # first: a second to say it, before any import
+    data_dir.check_usable(settings.data_dir)  # what start would refuse, plan says too
     project = find_project(
         settings.django_settings_module, settings.celery_app, read_manage_py(cwd)
     )
@@ -156,6 +158,54 @@ def migrate(plan: Plan, env: Mapping[str, str], cwd: Path, verbose: bool = False
     )
 
 
+def refuse_unmigrated() -> None:
+    """With ``RUN_MIGRATIONS=false``, a database that was never migrated is one line and exit
+    status 2, not the worker's and beat's tracebacks (``no such table``).
+
+    Only the ``django_migrations`` table is looked for: one query, no app loading (which
+    would cost a Django set-up, seconds on a 0.1 CPU instance). A database migrated once but
+    behind its code is not caught here. Checked when the project's settings are loaded
+    already (``discover``: a worker or beat runs); a database that does not answer is left
+    to the programs to report, as without this check."""
+    try:
+        from django.conf import settings
+
+        if not settings.configured:
+            return
+        database = settings.DATABASES.get("default", {})
+        sqlite = "sqlite3" in str(database.get("ENGINE", ""))
+        name = str(database.get("NAME") or "")
+        if sqlite and name not in ("", ":memory:") and not Path(name).exists():
+            tables: list[str] = []  # do not create the file by connecting to it
+        else:
+            from django.db import connections
+
+            connection = connections["default"]
+            try:
+                with warnings.catch_warnings():
+                    # Django 5's "database accessed during app initialization": on purpose.
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    tables = connection.introspection.table_names()
+            finally:
+                connection.close()
+    except Exception:  # only a better message is at stake
+        return
+    if "django_migrations" in tables:
+        return
+    where = f"SQLite file {name}" if sqlite else (database_address() or "the default database")
+    raise ConfigError(
+        [
+            Problem(
+                "RUN_MIGRATIONS",
+                "false",
+                f"{where} has never been migrated (no django_migrations table), and the "
+                "worker and beat need its tables; unset RUN_MIGRATIONS to migrate at start, "
+                "or run `python manage.py migrate` first",
+            )
+        ]
+    )
+
+
 def database_address() -> str | None:
     """``postgresql at db.example:5432`` for the project's default database (never its user
     or password), if its settings are loaded here already (``discover``)."""
@@ -233,8 +283,6 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     )
     # Private from here on: the local queue, results and SQLite database, this user's only.
     os.umask(data_dir.PRIVATE_UMASK)
-    if settings.data_dir.is_dir():  # before anything is created in it
-        data_dir.refuse_if_shared(settings.data_dir)
     prepare_data_dir(settings, plan)
     data_dir.hold(settings.data_dir)
     if plan.memory is not None:
@@ -262,6 +310,8 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
         # Several instances booting at once (scale-out) migrate one after another.
         with migration_lock(settings.redis, settings.data_dir, say):
             migrate(plan, env, cwd, verbose=settings.log_level == "debug")
+    else:
+        refuse_unmigrated()
     conf = write_config(plan)
     # After exec this PID is supervisord's: `python -m runner status` finds it here.
     write_pointer(settings.data_dir, os.getpid(), f"unix://{conf.parent / SOCKET_NAME}", cwd)

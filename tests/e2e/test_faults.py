@@ -6,12 +6,14 @@ Each test states what the runner promises and breaks something real to check it.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import assert_no_survivors
-from tests.support.runner import run_client, start_runner, wait_http_ok
+from tests.support.runner import REPO_ROOT, run_client, start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
 
@@ -78,18 +80,42 @@ def test_sigterm_during_a_long_task_loses_nothing(
 
 
 def test_unwritable_data_directory_is_a_clear_error(runner_env, tmp_path: Path):
-    """A data directory that cannot be written stops the start with one line, not a hang."""
+    """A data directory that is a file stops the start with one line, exit status 2, not a
+    hang; ``plan`` says the same."""
     not_a_directory = tmp_path / "occupied"
     not_a_directory.write_text("a file where the data directory should be")
     runner_env["RUNNER_DATA_DIR"] = str(not_a_directory)
-    runner = start_runner(runner_env, tmp_path)
-    with runner:
-        assert runner.wait(timeout=START_TIMEOUT) == 1
-    errors = [line for line in runner.output().splitlines() if "error:" in line]
-    assert errors == [
+    expected = [
         f"runner | error: RUNNER_DATA_DIR: {not_a_directory} is a file, not a directory; "
         "remove it or set RUNNER_DATA_DIR to a directory"
     ]
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert runner.wait(timeout=START_TIMEOUT) == 2
+    assert [line for line in runner.output().splitlines() if "error:" in line] == expected
+    plan = subprocess.run(
+        [sys.executable, "-m", "runner", "plan"],
+        env=runner_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (plan.returncode, plan.stdout, plan.stderr.splitlines()) == (2, "", expected)
+
+
+def test_run_migrations_false_on_a_database_never_migrated_is_one_line(runner_env, tmp_path):
+    """RUN_MIGRATIONS=false against a fresh database: one line naming the variable, the
+    database and the fix, exit status 2, no traceback, and no database file created."""
+    runner_env["RUN_MIGRATIONS"] = "false"
+    database = Path(runner_env["DATABASE_URL"].removeprefix("sqlite:///"))
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert runner.wait(timeout=START_TIMEOUT) == 2
+    output = runner.output()
+    assert [line for line in output.splitlines() if "error:" in line] == [
+        f"runner | error: RUN_MIGRATIONS='false': SQLite file {database} has never been "
+        "migrated (no django_migrations table), and the worker and beat need its tables; "
+        "unset RUN_MIGRATIONS to migrate at start, or run `python manage.py migrate` first"
+    ]
+    assert "Traceback" not in output and "Warning" not in output
+    assert not database.exists()
 
 
 def test_tasks_sent_while_the_worker_is_down_run_when_it_returns(runner_env, tmp_path: Path):
