@@ -76,9 +76,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "RUN_MIGRATIONS",
         "true",
-        "Run `migrate --noinput` before starting: Render's free plan has no pre-deploy step.",
+        "Run `migrate --noinput` before starting: Render's free plan has no pre-deploy step. "
+        "With `false`, a database that was never migrated is refused (one line, exit 2).",
     ),
-    Variable("WEB_CONCURRENCY", "2", "Concurrent web requests (Gunicorn workers)."),
+    Variable(
+        "WEB_CONCURRENCY",
+        "2",
+        "Concurrent web requests: Gunicorn threads, in as few worker processes as the "
+        "memory plan allows (2: 1 worker x 2 threads).",
+    ),
     Variable("CELERY_CONCURRENCY", "2", "Concurrent tasks (Celery pool size)."),
     Variable(
         "CELERY_MAX_TASKS_PER_CHILD",
@@ -375,6 +381,15 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
     if env.problems:
         raise ConfigError(env.problems)
     return settings
+
+
+BEAT_RECORD_NAME = "beat.json"
+
+
+def beat_record_path(data_dir: Path) -> Path:
+    """Where this instance's beat says when it started and what it sent last
+    (``runner.worker.beat_record`` writes it, ``runner.status.gather`` reads it)."""
+    return data_dir / BEAT_RECORD_NAME
 
 
 def local_paths(data_dir: Path) -> dict[str, Path]:

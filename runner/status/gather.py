@@ -14,9 +14,12 @@ Where each fact comes from, and what it costs:
 - psutil: PSS of each program's process tree (``runner.supervise.memory``), ~0.3 ms per process.
 - Celery: a broadcast ``ping`` to the workers, answered by their main process even while
   every pool process is busy; bounded by ``PING_TIMEOUT_SECONDS``.
+- beat's record in the data directory (``runner.worker.beat_record``): this instance's
+  beat, its start and its last send, whatever the scheduler.
 - django_celery_beat's tables (when the project uses its ``DatabaseScheduler``): each
-  periodic task's last run and, from its schedule, when it is due next. Other schedulers
-  keep their state where it cannot be read safely from outside; the status says so.
+  periodic task's last run (any instance's beat) and, from its schedule, when it is due
+  next, as beat computes it. Other schedulers keep their schedules where they cannot be
+  read safely from outside.
 - Redis: one ``PING`` with a short timeout, using the same URL and TLS options as Celery.
 The ping and the PING each end within ``SOURCE_BOUND_SECONDS`` whatever Redis does. Each
 source fails on its own: a failure becomes a line in the status, never an exception
@@ -37,6 +40,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+import psutil
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -46,8 +50,9 @@ from runner.config.budget import read_container_limit, resolve_budget
 from runner.config.plan import Plan, make_plan
 from runner.config.project import find_project
 from runner.config.redis import RedisSettings, client_args, mask_url
-from runner.config.settings import Settings, load_settings
+from runner.config.settings import Settings, beat_record_path, load_settings
 from runner.config.supervisord_conf import LIMITS_NAME
+from runner.status import when
 from runner.supervise.discover import read_manage_py
 from runner.supervise.memory import sample_tree
 from runner.supervise.runstate import read_pointer, read_starts, run_dir_of
@@ -67,10 +72,10 @@ SOURCE_BOUND_SECONDS = 2.0
 # A status gathered by the web is the answer to every request of this long after it
 # (runner.web.status_view.SharedStatus).
 SHARED_SECONDS = 5.0
-# Celery beat writes last_run_at to the database at most every 3 minutes (its Scheduler's
-# sync_every), so a schedule may look up to that late without anything being wrong.
-BEAT_SYNC_LAG_SECONDS = 180
-OVERDUE_AFTER_SECONDS = BEAT_SYNC_LAG_SECONDS + 60
+# Beat saves its schedule after every send (runner.worker.beat_record), so a schedule whose
+# due time has passed is late once beat had its chance: its loop wakes at least every
+# 5 s (django_celery_beat) and the send and save take a moment; a minute is generous.
+OVERDUE_AFTER_SECONDS = 60
 DATABASE_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 MB = 1024 * 1024
 
@@ -139,6 +144,17 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class BeatRecord:
+    """This instance's beat, as it wrote itself down (``runner.worker.beat_record``)."""
+
+    pid: int
+    started_at: datetime
+    task: str | None = None
+    sent_at: datetime | None = None
+    alive: bool = True
+
+
+@dataclass(frozen=True)
 class RedisStatus:
     """Whether Redis answers, and how the connection is secured."""
 
@@ -166,11 +182,19 @@ class Status:
 
     @property
     def healthy(self) -> bool:
+        """Nothing wrong: every planned component runs, or is within its start period
+        (supervisord's ``starting``, ``START_SECONDS``), and none shows a failed sign."""
         return not self.problems and all(
-            c.running and (c.sign_of_life is None or c.sign_of_life.ok is not False)
+            c.state in ("running", "starting")
+            and (c.sign_of_life is None or c.sign_of_life.ok is not False)
             for c in self.components
             if c.planned
         )
+
+    @property
+    def starting(self) -> bool:
+        """Healthy, with a component still within its start period."""
+        return self.healthy and any(c.state == "starting" for c in self.components if c.planned)
 
     def component(self, name: str) -> Component:
         return next(c for c in self.components if c.name == name)
@@ -189,6 +213,7 @@ class Status:
 
         data = convert(asdict(self))
         data["healthy"] = self.healthy
+        data["starting"] = self.starting
         for component in data["components"]:
             component["running"] = component["state"] == "running"
         return data
@@ -378,8 +403,9 @@ def within(seconds: float, read: Callable[[], T], late: Callable[[], T]) -> T:
     return result[0] if result else late()
 
 
-def database_schedules(now: datetime) -> tuple[Schedule, ...]:
-    """Enabled periodic tasks from django_celery_beat's tables, with their next due time."""
+def database_schedules(now: datetime, beat_started: datetime | None = None) -> tuple[Schedule, ...]:
+    """Enabled periodic tasks from django_celery_beat's tables, with their next due time as
+    beat computes it (``schedule.remaining_estimate`` from the last run)."""
     from django_celery_beat.models import PeriodicTask
 
     schedules = []
@@ -388,21 +414,20 @@ def database_schedules(now: datetime) -> tuple[Schedule, ...]:
             schedule = task.schedule
         except Exception:  # a task without a valid schedule: beat skips it too
             continue
-        # What beat itself does when a task never ran: count from when it was last changed.
-        base = task.last_run_at or task.date_changed
-        next_due = None
-        if base is not None:
-            try:
-                next_due = now + schedule.remaining_estimate(base)
-            except Exception:  # e.g. a clocked schedule that already fired
-                next_due = None
+        # A task that never ran counts from when beat loaded it (its ModelEntry takes "now"
+        # then): this beat's start, or the task's last change if that came later.
+        loaded = [t for t in (task.date_changed, beat_started) if t is not None]
+        base = task.last_run_at or (max(loaded) if loaded else now)
+        try:
+            next_due = _whole_second(now + schedule.remaining_estimate(base))
+        except Exception:  # e.g. a clocked schedule that already fired
+            next_due = None
         overdue = next_due is not None and (now - next_due).total_seconds() > OVERDUE_AFTER_SECONDS
         schedules.append(
             Schedule(
                 name=task.name,
                 task=task.task,
-                # django_celery_beat's own wording: "every minute", "0 4 * * * (m/h/dM/MY/d) UTC"
-                every=str(task.interval or task.crontab or task.solar or task.clocked or ""),
+                every=schedule_words(task),
                 last_run_at=task.last_run_at,
                 next_due_at=next_due,
                 overdue=overdue,
@@ -411,21 +436,67 @@ def database_schedules(now: datetime) -> tuple[Schedule, ...]:
     return tuple(schedules)
 
 
-def beat_sign(schedules: Sequence[Schedule], now: datetime) -> SignOfLife:
-    """Beat's last sign of life: the last task it sent, and whether anything is overdue."""
+def _whole_second(moment: datetime) -> datetime:
+    # remaining_estimate is computed from "now" to the microsecond: 03:59:59.999 is 04:00.
+    return datetime.fromtimestamp(round(moment.timestamp()), moment.tzinfo)
+
+
+def schedule_words(task) -> str:
+    """A periodic task's schedule in words: django_celery_beat's for intervals ("every
+    minute"), a reading of the common crontabs ("every day at 04:00 UTC"), the fields
+    otherwise ("cron 0 4 * * 1-5 UTC")."""
+    crontab = task.crontab
+    if crontab is None:
+        return str(task.interval or task.solar or task.clocked or "")
+    minute, hour = str(crontab.minute), str(crontab.hour)
+    rest = (str(crontab.day_of_month), str(crontab.month_of_year), str(crontab.day_of_week))
+    zone = str(getattr(crontab, "timezone", "") or "UTC")
+    if rest == ("*", "*", "*") and minute.isdigit():
+        if hour.isdigit():
+            return f"every day at {int(hour):02d}:{int(minute):02d} {zone}"
+        if hour == "*":
+            return f"every hour at minute {int(minute)}"
+    return f"cron {minute} {hour} {' '.join(rest)} {zone}"
+
+
+def read_beat_record(path: Path) -> BeatRecord | None:
+    """This instance's beat record, or None when there is none (or it cannot be read)."""
+    try:
+        data = json.loads(path.read_text())
+        sent_at = data.get("sent_at")
+        pid = int(data["pid"])
+        return BeatRecord(
+            pid=pid,
+            started_at=datetime.fromtimestamp(float(data["started_at"]), UTC),
+            task=data.get("task"),
+            sent_at=datetime.fromtimestamp(float(sent_at), UTC) if sent_at else None,
+            alive=psutil.pid_exists(pid),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def beat_sign(
+    schedules: Sequence[Schedule], now: datetime, record: BeatRecord | None = None
+) -> SignOfLife:
+    """Beat's last sign of life: what this instance's beat sent last (its record), and
+    whether any schedule is overdue (from the database: any instance's beat may send)."""
     overdue = [s.name for s in schedules if s.overdue]
-    ran = [s for s in schedules if s.last_run_at is not None]
-    last = max(ran, key=lambda s: s.last_run_at) if ran else None
+    last_at = record.sent_at if record is not None else None
     if overdue:
         return SignOfLife(
-            False,
-            "overdue: " + ", ".join(overdue) + " (beat is not sending them)",
-            last.last_run_at if last else None,
+            False, "overdue: " + ", ".join(overdue) + " (beat is not sending them)", last_at
         )
-    if last is None:
-        return SignOfLife(None, "has not sent a task yet", None)
-    age = int((now - last.last_run_at).total_seconds())
-    return SignOfLife(True, f"last sent {last.name} {age} s ago", last.last_run_at)
+    if record is None:
+        return SignOfLife(None, "has not written its record yet (starting)", None)
+    if not record.alive:
+        return SignOfLife(False, f"its process (pid {record.pid}) is gone", last_at)
+    if record.sent_at is None:
+        started = when.relative(record.started_at, now)
+        return SignOfLife(None, f"has not sent a task yet (started {started})", None)
+    return SignOfLife(
+        True, f"last sent {record.task} {when.relative(record.sent_at, now)}", record.sent_at
+    )
 
 
 # --- Redis -------------------------------------------------------------------------------
@@ -496,6 +567,7 @@ class Sources:
     supervisor_url: str | None
     celery_app: object | None = None  # None: no worker ping, no schedules
     django_ready: bool = False  # Django is set up, so its database can be read
+    data_dir: Path | None = None  # where this instance's beat keeps its record
     now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
@@ -532,15 +604,16 @@ def gather(plan: Plan, redis_settings: RedisSettings, sources: Sources) -> Statu
             ),
         )
         scheduler = str(app.conf.beat_scheduler)
+        record = read_beat_record(beat_record_path(sources.data_dir)) if sources.data_dir else None
         if scheduler == DATABASE_SCHEDULER and sources.django_ready:
+            beat_started = record.started_at if record is not None else None
             schedules = _attempt(
-                problems, "periodic tasks could not be read", lambda: database_schedules(now), ()
+                problems,
+                "periodic tasks could not be read",
+                lambda: database_schedules(now, beat_started),
+                (),
             )
-            signs["beat"] = beat_sign(schedules, now)
-        else:
-            signs["beat"] = SignOfLife(
-                None, f"{scheduler} keeps its state inside beat; last run not readable"
-            )
+        signs["beat"] = beat_sign(schedules, now, record)
 
     return Status(
         checked_at=now,

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runner.errors import RunnerError
 from runner.status import gather as status_data
+from runner.status import when
 from runner.supervise.runstate import POINTER_NAME, read_pointer
 
 LABEL_WIDTH = 10
@@ -31,9 +32,7 @@ class NotRunningError(RunnerError):
 def _when(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "-"
-    seconds = int((now - moment).total_seconds())
-    relative = f"{seconds} s ago" if seconds >= 0 else f"in {-seconds} s"
-    return f"{moment:%H:%M:%S} ({relative})"
+    return f"{moment:%H:%M:%S} ({when.relative(moment, now)})"
 
 
 def _line(label: str, text: str) -> str:
@@ -43,7 +42,12 @@ def _line(label: str, text: str) -> str:
 def render_text(status: status_data.Status) -> str:
     """The status as aligned lines for a terminal."""
     now = status.checked_at
-    verdict = "all running" if status.healthy else "ATTENTION: something is not running"
+    if status.starting:
+        verdict = "starting (a component is within its start period)"
+    elif status.healthy:
+        verdict = "all running"
+    else:
+        verdict = "ATTENTION: something is not running"
     lines = [
         _line("service", f"{status.project}: {verdict}"),
         _line("checked", f"{now:%Y-%m-%d %H:%M:%S} UTC"),
@@ -73,7 +77,7 @@ def render_text(status: status_data.Status) -> str:
         if schedule.overdue:
             upcoming = f"OVERDUE since {_when(due, now)}"
         elif due is not None and due <= now:
-            upcoming = "due now"  # sent already, most likely: beat writes runs every few min
+            upcoming = "due now"  # beat is sending it (runner.status.gather.OVERDUE_AFTER_SECONDS)
         else:
             upcoming = _when(due, now)
         lines.append(
@@ -139,6 +143,7 @@ def collect(environ: Mapping[str, str], cwd: Path) -> status_data.Status:
             supervisor_url=pointer.supervisor_url,
             celery_app=app,
             django_ready=app is not None,
+            data_dir=runner_settings.data_dir,
         ),
     )
     if problems:

@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings as django_settings
@@ -38,6 +37,7 @@ from django.views.decorators.http import require_safe
 from runner.config.plan import Plan
 from runner.config.settings import Settings
 from runner.status import gather as status_data
+from runner.status import when
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATE_NAME = "runner/status.html"
@@ -76,23 +76,6 @@ def _login_url() -> str:
         return django_settings.LOGIN_URL
 
 
-def _ago(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return ""
-    seconds = int((now - moment).total_seconds())
-    future = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 90:
-        text = f"{seconds} s"
-    elif seconds < 90 * 60:
-        text = f"{seconds // 60} min"
-    elif seconds < 48 * 3600:
-        text = f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    else:
-        text = f"{seconds // 86400} days"
-    return f"in {text}" if future else f"{text} ago"
-
-
 def _tone(component: status_data.Component) -> str:
     if not component.planned:
         return "off"
@@ -121,7 +104,7 @@ def _rows(status: status_data.Status) -> list[dict]:
             {
                 "c": component,
                 "tone": _tone(component),
-                "since_ago": _ago(component.since, status.checked_at),
+                "since_ago": when.relative(component.since, status.checked_at),
                 "bar": bar,
                 "sign": sign,
                 "sign_tone": "unknown" if sign is None or sign.ok is None else sign.ok,
@@ -134,10 +117,9 @@ def render_html(status: status_data.Status) -> str:
     schedules = [
         {
             "s": schedule,
-            "last_ago": _ago(schedule.last_run_at, status.checked_at),
-            "next_in": _ago(schedule.next_due_at, status.checked_at),
-            # Past its time but not overdue: beat has most likely sent it already and not
-            # yet written that to the database (it does so every few minutes).
+            "last_ago": when.relative(schedule.last_run_at, status.checked_at),
+            "next_in": when.relative(schedule.next_due_at, status.checked_at),
+            # Past its time, within OVERDUE_AFTER_SECONDS: beat is sending it now.
             "due_now": schedule.next_due_at is not None
             and schedule.next_due_at <= status.checked_at,
         }
@@ -216,6 +198,7 @@ def _gather(runner_settings: Settings, plan: Plan) -> status_data.Status:
             supervisor_url=status_data.find_supervisor(os.environ, runner_settings.data_dir),
             celery_app=app,
             django_ready=True,
+            data_dir=runner_settings.data_dir,
         ),
     )
 

@@ -43,8 +43,8 @@ from runner.config.plan import (
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
 )
+from runner.worker import beat_record, idle, redis_restart
 from runner.worker import hooks as celery_hooks
-from runner.worker import idle, redis_restart
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 # How long the worker waits for its own children (the embedded beat saving its schedule)
@@ -305,6 +305,8 @@ def main() -> None:
     worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
     # Pool children the memory watchdog can retire after their task, and gc.freeze().
     celery_hooks.install()
+    # This instance's beat writes down its start and each send (the status page's source).
+    beat_record.install()
     # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.
     idle.install()
     restart_after_tasks()

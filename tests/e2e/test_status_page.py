@@ -220,7 +220,7 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         for name in ("web", "worker", "beat"):
             assert re.search(rf"\b{name}\b pid \d+ running", text), text
         assert len(re.findall(r"\d+\.\d MB", text)) >= 2
-        assert "answered a ping" in text and "last sent heartbeat" in text
+        assert "answered a ping" in text and "last sent app.tasks.record_heartbeat" in text
         assert "reachable answered PING" in text
         assert "no TLS: traffic is not encrypted" in text
         assert TOKEN not in text

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,62 @@ print(json.dumps({
 def test_home_page_names_what_carries_the_tasks_and_links_the_status(tmp_path, environ, expected):
     environ = {"RUNNER_DATA_DIR": str(tmp_path / "data"), **environ}
     assert shell_json(tmp_path, HOME_PAGE, **environ) == expected
+
+
+SCHEDULES = """
+import json
+from datetime import datetime, timedelta, timezone
+from django.core.management import call_command
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from runner.status.gather import database_schedules
+call_command("migrate", verbosity=0)
+PeriodicTask.objects.all().delete()
+now = datetime.now(timezone.utc)
+daily = CrontabSchedule.objects.create(minute="0", hour="4", timezone="UTC")
+hourly = CrontabSchedule.objects.create(minute="15", hour="*", timezone="UTC")
+weekdays = CrontabSchedule.objects.create(minute="0", hour="4", day_of_week="1-5", timezone="UTC")
+minute = IntervalSchedule.objects.create(every=1, period="minutes")
+day_ago = now - timedelta(hours=25)
+last_quarter = now.replace(minute=15, second=0, microsecond=0)
+if last_quarter > now:
+    last_quarter -= timedelta(hours=1)
+def task(name, **schedule):
+    PeriodicTask.objects.create(name=name, task="t." + name, **schedule)
+task("daily", crontab=daily, last_run_at=day_ago)
+task("hourly", crontab=hourly, last_run_at=last_quarter)
+task("weekdays", crontab=weekdays, last_run_at=day_ago)
+task("late", interval=minute, last_run_at=now - timedelta(minutes=3))
+task("new", interval=minute)
+beat_started = datetime.now(timezone.utc)  # after the tasks were created: beat loaded them
+print(json.dumps({
+    "now": now.timestamp(), "beat_started": beat_started.timestamp(),
+    "schedules": {
+        s.name: [s.every, s.next_due_at.timestamp() if s.next_due_at else None, s.overdue]
+        for s in database_schedules(datetime.now(timezone.utc), beat_started)
+    },
+}))
+"""
+
+
+def test_schedules_read_in_words_with_next_due_as_beat_computes_it(tmp_path):
+    """Crontabs in words and due on the second (04:00:00, not 03:59:59); a task two minutes
+    past its interval is overdue; one that never ran counts from this beat's start."""
+    environ = {"RUNNER_DATA_DIR": str(tmp_path / "data")}
+    data = shell_json(tmp_path, SCHEDULES, **environ)
+    now, schedules = data["now"], data["schedules"]
+    words = {name: (every, overdue) for name, (every, _, overdue) in schedules.items()}
+    assert words == {
+        "daily": ("every day at 04:00 UTC", True),  # its 04:00 of a day ago passed unsent
+        "hourly": ("every hour at minute 15", False),
+        "weekdays": ("cron 0 4 * * 1-5 UTC", words["weekdays"][1]),
+        "late": ("every minute", True),
+        "new": ("every minute", False),
+    }
+    due = {name: datetime.fromtimestamp(at, timezone.utc) for name, (_, at, _) in schedules.items()}
+    assert due["hourly"].minute == 15 and due["hourly"].second == 0
+    assert 0 < due["hourly"].timestamp() - now <= 3600  # the next quarter past
+    for name in ("daily", "weekdays"):
+        assert (due[name].hour, due[name].minute, due[name].second) == (4, 0, 0), due[name]
+    assert due["weekdays"].isoweekday() <= 5
+    assert abs(due["late"].timestamp() - (now - 120)) <= 1
+    assert abs(due["new"].timestamp() - (data["beat_started"] + 60)) <= 1

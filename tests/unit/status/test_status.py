@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from runner.config.plan import Plan, make_plan
 from runner.config.project import Project
 from runner.config.redis import RedisSettings, TLSOptions
 from runner.config.settings import load_settings
+from runner.status import when
 from runner.status.gather import (
     NOT_RUN_HERE,
+    BeatRecord,
     Component,
     Memory,
     RedisStatus,
@@ -26,10 +29,12 @@ from runner.status.gather import (
     Status,
     assemble_components,
     beat_sign,
+    read_beat_record,
     redis_status,
 )
 from runner.status.text import render_text
 from runner.supervise import runstate
+from runner.worker import beat_record as beat_record_module
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 
@@ -139,15 +144,72 @@ def schedule(name: str, last_minutes_ago: float | None, overdue: bool = False) -
     return Schedule(name, f"app.tasks.{name}", "every minute", last, NOW, overdue)
 
 
-def test_beat_sign_of_life_is_the_last_task_sent_unless_something_is_overdue():
-    """Beat is alive when it sent recently and nothing is overdue; unknown before its first."""
-    assert beat_sign([schedule("a", 3), schedule("b", 1)], NOW) == SignOfLife(
-        True, "last sent b 60 s ago", NOW - timedelta(minutes=1)
+def record(sent_minutes_ago: float | None, task: str = "app.tasks.b", alive: bool = True):
+    sent = None if sent_minutes_ago is None else NOW - timedelta(minutes=sent_minutes_ago)
+    return BeatRecord(4321, STARTED, task if sent else None, sent, alive)
+
+
+def test_beat_sign_of_life_is_this_instances_last_send_unless_something_is_overdue():
+    """Beat is alive when its own record shows a recent send and nothing is overdue; the
+    database's last runs (any instance's) do not count for it; unknown before its first."""
+    assert beat_sign([schedule("a", 3), schedule("b", 1)], NOW, record(1)) == SignOfLife(
+        True, "last sent app.tasks.b 60 s ago", NOW - timedelta(minutes=1)
     )
-    assert beat_sign([schedule("a", None)], NOW) == SignOfLife(None, "has not sent a task yet")
-    assert beat_sign([schedule("a", 30, overdue=True)], NOW) == SignOfLife(
+    # Another instance's beat sent a minute ago; this one (just restarted) has not yet.
+    assert beat_sign([schedule("b", 1)], NOW, record(None)) == SignOfLife(
+        None, "has not sent a task yet (started 5 min ago)"
+    )
+    assert beat_sign([schedule("a", None)], NOW, None) == SignOfLife(
+        None, "has not written its record yet (starting)"
+    )
+    assert beat_sign([schedule("a", 30, overdue=True)], NOW, record(30)) == SignOfLife(
         False, "overdue: a (beat is not sending them)", NOW - timedelta(minutes=30)
     )
+    assert beat_sign([], NOW, record(2, alive=False)) == SignOfLife(
+        False, "its process (pid 4321) is gone", NOW - timedelta(minutes=2)
+    )
+
+
+def test_the_record_beat_writes_is_read_back(tmp_path):
+    """What runner.worker.beat_record writes in the beat process, gather reads."""
+    path = tmp_path / "beat.json"
+    writer = beat_record_module.BeatRecord(path)
+    writer.started()
+    assert read_beat_record(path) == BeatRecord(
+        os.getpid(), read_beat_record(path).started_at, None, None, True
+    )
+    writer.sent(sender="app.tasks.x", headers={"task": "app.tasks.record_heartbeat"})
+    read = read_beat_record(path)
+    assert read.task == "app.tasks.record_heartbeat" and read.sent_at is not None
+    assert [p.name for p in tmp_path.iterdir()] == ["beat.json"]  # no temporary left
+    path.write_text("{not json")
+    assert read_beat_record(path) is None
+    assert read_beat_record(tmp_path / "missing.json") is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"),
+    [(0, "0 s"), (89, "89 s"), (90, "2 min"), (1755, "29 min"), (5399, "90 min"),
+     (5400, "1 h 30 min"), (3 * 86400, "3 days")],
+)  # fmt: skip
+def test_durations_read_the_same_on_the_page_and_in_the_terminal(seconds, words):
+    assert when.duration(seconds) == words
+    assert when.relative(NOW - timedelta(seconds=seconds), NOW) == f"{words} ago"
+    if seconds:
+        assert when.relative(NOW + timedelta(seconds=seconds), NOW) == f"in {words}"
+
+
+def test_a_component_within_its_start_period_is_starting_not_attention():
+    """supervisord's STARTING (the first START_SECONDS) is healthy, said as "starting"."""
+    starting = Component("worker", True, "worker", "starting", 20, None, 0, None, WORKER_SIGN)
+    current = status(components=(starting,))
+    assert current.healthy and current.starting
+    assert render_text(current).splitlines()[0] == (
+        "service   app.settings: starting (a component is within its start period)"
+    )
+    failing = replace(starting, sign_of_life=SignOfLife(False, "no answer"))
+    assert not status(components=(failing,)).healthy
+    assert not status(components=(replace(starting, state="restarting"),)).healthy
 
 
 def status(**changes) -> Status:
@@ -201,9 +263,9 @@ def test_terminal_text_shows_each_component_on_its_own_line():
     assert text.splitlines() == [
         "service   app.settings: all running",
         "checked   2026-01-02 12:00:00 UTC",
-        "web       running, pid 10, since 11:55:00 (300 s ago), restarts 0, "
+        "web       running, pid 10, since 11:55:00 (5 min ago), restarts 0, "
         "memory 80.0 MB (3 processes)",
-        "worker    running, pid 20, since 11:55:00 (300 s ago), restarts 1, "
+        "worker    running, pid 20, since 11:55:00 (5 min ago), restarts 1, "
         "memory 120.5 MB (4 processes)",
         "beat      not run here",
         "          RUN_BEAT is false",
