@@ -418,6 +418,11 @@ def database_schedules(now: datetime, beat_started: datetime | None = None) -> t
         # then): this beat's start, or the task's last change if that came later.
         loaded = [t for t in (task.date_changed, beat_started) if t is not None]
         base = task.last_run_at or (max(loaded) if loaded else now)
+        # The schedule's own clock, stopped at this gathering's "now": its remaining time
+        # is then counted from the same instant (not from a moment later, which showed a
+        # 04:00 crontab as due at 03:59:59).
+        zone = getattr(schedule, "tz", None)
+        schedule.nowfun = lambda zone=zone: now.astimezone(zone) if zone else now
         try:
             next_due = _whole_second(now + schedule.remaining_estimate(base))
         except Exception:  # e.g. a clocked schedule that already fired

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from runner.status.gather import SHARED_SECONDS
+from tests.support.browser import LAYOUT, Browser, layout_problems
 from tests.support.ports import free_port
 from tests.support.processes import start_process, wait_for
 from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
@@ -35,7 +36,6 @@ TOKEN = "status-token-for-tests-0123456789"
 STAFF_USER = "staff"
 STAFF_PASSWORD = "a-long-test-password-9481"
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
-SCREENSHOT = ARTIFACTS / "status-page.png"
 # Debian's package; scripts/test installs it.
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -227,10 +227,21 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         # Nor in the access log (stdout: the platform's logs), though the page was opened.
         wait_for(lambda: '"GET /status/ HTTP/1.1" 200' in runner.output(), PERIODIC_TIMEOUT)
         assert TOKEN not in runner.output() and "not-the-token" not in runner.output()
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        SCREENSHOT.unlink(missing_ok=True)
-        run_chromium(tmp_path, f"--screenshot={SCREENSHOT}", "--window-size=1200,900", url)
-        assert SCREENSHOT.stat().st_size > 0
+        # Laid out for a desk and for a phone: every cell shown, inside the window, nothing
+        # wider than the window; the screenshots are kept for a person to look at.
+        with Browser(tmp_path / "browser") as browser:
+            for name, width, mobile in (("desktop", 1200, False), ("phone", 420, True)):
+                browser.open(url, width, mobile=mobile)
+                layout = browser.evaluate(LAYOUT)
+                labels = {c["label"] for c in layout["cells"]}
+                assert labels >= {"Memory (PSS)", "Last sign of life"}, labels
+                assert layout_problems(layout) == [], (name, layout_problems(layout))
+                shot = ARTIFACTS / f"status-page-{name}.png"
+                shot.unlink(missing_ok=True)
+                assert browser.screenshot(shot)[0] == width
+                browser.open(f"{base}/", width, mobile=mobile)
+                assert layout_problems(browser.evaluate(LAYOUT)) == [], name
+                browser.screenshot(ARTIFACTS / f"home-page-{name}.png")
 
         # The terminal: same data, exit 0 while the service runs.
         cli = runner_status(runner_env)
