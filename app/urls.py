@@ -11,6 +11,8 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # Browsers ask every site for one; "no icon" without a 404 warning per page view.
+    path("favicon.ico", views.no_icon),
     path("admin/", admin.site.urls),
     # /status/ and /status.json: staff login or RUNNER_STATUS_TOKEN (runner.status_view).
     path("", include("runner.status_view")),

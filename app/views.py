@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -33,3 +34,10 @@ def home(request):
 def broker_kind(url: str) -> str:
     """"redis" or "local": what carries the tasks, as the page says it (never the URL)."""
     return "redis" if url.startswith(("redis://", "rediss://")) else "local"
+
+
+def no_icon(request):
+    """204 for /favicon.ico, cached for a day: the demo has no icon."""
+    response = HttpResponse(status=204)
+    response["Cache-Control"] = "public, max-age=86400"
+    return response

@@ -105,6 +105,7 @@ class Program:
     kill_as_group: bool = True
     start_seconds: int = START_SECONDS
     start_retries: int = START_RETRIES
+    summary: str = ""  # what it runs, in the runner's start line: "gunicorn 1 worker x 2 threads"
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,12 @@ class Plan:
 
 def _python(*args: str) -> tuple[str, ...]:
     return (sys.executable, *args)
+
+
+def _celery_options(settings: Settings) -> tuple[str, ...]:
+    # Celery's 25-line banner: the runner's start line says what matters (each program's
+    # summary, the broker masked); LOG_LEVEL=debug shows the banner too.
+    return () if settings.log_level == "debug" else ("--quiet",)
 
 
 def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) -> Program:
@@ -187,6 +194,8 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
     return Program(
         "web",
         command,
+        summary=f"gunicorn {shape.workers} worker{'s' * (shape.workers > 1)} x "
+        f"{shape.threads} thread{'s' * (shape.threads > 1)}",
         processes=1 + shape.workers,
         environment=((PARENT_DEATH_SIGNAL_VARIABLE, WEB_PARENT_DEATH_SIGNAL),),
         stop_wait_seconds=settings.shutdown_grace,
@@ -201,6 +210,7 @@ def _worker(
         "runner.worker.entry",
         "-A",
         project.celery_app,
+        *_celery_options(settings),
         "worker",
         f"--loglevel={(settings.worker_log_level or settings.log_level).upper()}",
         f"--pool={shape.pool}",
@@ -237,6 +247,8 @@ def _worker(
     return Program(
         "worker",
         command,
+        summary=f"celery {shape.pool} pool x {shape.concurrency}"
+        + (", beat embedded" if embed_beat else ""),
         processes=1 + (shape.concurrency if shape.pool == "prefork" else 0) + embed_beat,
         environment=environment,
         stop_wait_seconds=settings.shutdown_grace,
@@ -249,6 +261,7 @@ def _beat(settings: Settings, project: Project) -> Program:
         "runner.worker.entry",
         "-A",
         project.celery_app,
+        *_celery_options(settings),
         "beat",
         f"--loglevel={(settings.beat_log_level or settings.log_level).upper()}",
         f"--schedule={settings.data_dir / 'celerybeat-schedule'}",
@@ -258,6 +271,7 @@ def _beat(settings: Settings, project: Project) -> Program:
     return Program(
         "beat",
         command,
+        summary="celery beat",
         processes=1,
         environment=(
             (PARENT_DEATH_SIGNAL_VARIABLE, BEAT_PARENT_DEATH_SIGNAL),

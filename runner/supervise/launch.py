@@ -278,8 +278,9 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     if os.geteuid() == 0:
         say(ROOT_NOTE)
     say(
-        f"starting {', '.join(plan.program_names)} for {plan.project.settings_module}; "
-        f"broker {plan.broker}"
+        "starting "
+        + ", ".join(f"{p.name} ({p.summary})" if p.summary else p.name for p in plan.programs)
+        + f" for {plan.project.settings_module}; broker {plan.broker}"
     )
     # Private from here on: the local queue, results and SQLite database, this user's only.
     os.umask(data_dir.PRIVATE_UMASK)

@@ -133,7 +133,9 @@ from django.test import Client
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 page = Client().get("/", HTTP_HOST="localhost").content.decode()
+icon = Client().get("/favicon.ico", HTTP_HOST="localhost")
 print(json.dumps({
+    "icon": icon.status_code,
     "redis": "Redis carries the tasks" in page,
     "local": "the local default" in page,
     "status_link": 'href="/status/"' in page,
@@ -144,10 +146,10 @@ print(json.dumps({
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [
-        ({}, {"redis": False, "local": True, "status_link": True}),
+        ({}, {"icon": 204, "redis": False, "local": True, "status_link": True}),
         (
             {"REDIS_URL": "redis://default:Secret-1@127.0.0.1:6399/0"},
-            {"redis": True, "local": False, "status_link": True},
+            {"icon": 204, "redis": True, "local": False, "status_link": True},
         ),
     ],
     ids=["local-default", "redis"],

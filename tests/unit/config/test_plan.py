@@ -56,8 +56,25 @@ def test_embedded_beat_rides_in_the_worker():
 def test_beat_without_worker_is_separate_and_says_so():
     """With RUN_WORKER=false beat becomes its own program and the plan notes why."""
     plan = plan_for({"RUN_WORKER": "false"})
-    assert plan.program("beat").command[1:6] == ("-m", "runner.worker.entry", "-A", "app", "beat")
+    assert plan.program("beat").command[1:7] == (
+        "-m", "runner.worker.entry", "-A", "app", "--quiet", "beat"
+    )  # fmt: skip
     assert any("RUN_WORKER is false" in note for note in plan.notes)
+
+
+def test_celerys_banner_gives_way_to_one_start_line_except_in_debug():
+    """Each program's summary goes in the runner's start line; Celery's banner only with
+    LOG_LEVEL=debug."""
+    plan = plan_for({})
+    assert [(p.name, p.summary) for p in plan.programs] == [
+        ("web", "gunicorn 1 worker x 2 threads"),
+        ("worker", "celery threads pool x 2, beat embedded"),
+    ]
+    assert "--quiet" in plan.program("worker").command
+    debug = plan_for({"LOG_LEVEL": "debug", "BEAT_MODE": "separate"})
+    assert "--quiet" not in debug.program("worker").command
+    assert "--quiet" not in debug.program("beat").command
+    assert debug.program("beat").summary == "celery beat"
 
 
 def option(command: tuple[str, ...], name: str) -> str:
