@@ -76,6 +76,10 @@ WARM_SHUTDOWN_VARIABLE = "RUNNER_WARM_SHUTDOWN_SECONDS"
 # tasks the worker restarts itself gracefully (runner.worker.entry), which is what
 # --max-tasks-per-child gives prefork -- memory a task kept is given back.
 RESTART_AFTER_TASKS_VARIABLE = "RUNNER_RESTART_AFTER_TASKS"
+# The worker's memory share (MB) for a pool without children: after each task the worker
+# checks its own memory against it (runner.worker.memory_check), what Celery's
+# --max-memory-per-child does for a prefork child.
+WORKER_SHARE_VARIABLE = "RUNNER_WORKER_SHARE_MB"
 
 # The kernel names (comm) runner.worker.hooks gives pool children and the embedded beat, by
 # which the watchdog (runner.supervise.watchdog) tells them apart from the worker's main.
@@ -203,7 +207,12 @@ def _web(settings: Settings, shape: WebShape, grace: int, versions: Versions) ->
 
 
 def _worker(
-    settings: Settings, project: Project, shape: WorkerShape, embed_beat: bool, grace: int
+    settings: Settings,
+    project: Project,
+    shape: WorkerShape,
+    embed_beat: bool,
+    grace: int,
+    share_mb: int | None = None,
 ) -> Program:
     command = _python(
         "-m",
@@ -241,6 +250,11 @@ def _worker(
         *(
             ((RESTART_AFTER_TASKS_VARIABLE, str(settings.max_tasks_per_child)),)
             if shape.pool != "prefork"
+            else ()
+        ),
+        *(
+            ((WORKER_SHARE_VARIABLE, str(share_mb)),)
+            if shape.pool != "prefork" and share_mb
             else ()
         ),
     )
@@ -384,7 +398,8 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
     if memory.web is not None:
         programs.append(_web(settings, memory.web, grace, project.versions))
     if memory.worker is not None:
-        programs.append(_worker(settings, project, memory.worker, embed_beat, grace))
+        share = memory.shares_mb.get("worker")
+        programs.append(_worker(settings, project, memory.worker, embed_beat, grace, share))
     if settings.run_beat and not embed_beat:
         programs.append(_beat(settings, project))
 

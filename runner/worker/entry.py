@@ -43,7 +43,7 @@ from runner.config.plan import (
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
 )
-from runner.worker import beat_record, idle, redis_restart
+from runner.worker import beat_record, idle, memory_check, redis_restart
 from runner.worker import hooks as celery_hooks
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
@@ -310,6 +310,8 @@ def main() -> None:
     # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.
     idle.install()
     restart_after_tasks()
+    # A fast leak: the threads pool checks its memory after every task.
+    memory_check.install()
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

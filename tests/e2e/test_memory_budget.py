@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import signal
+import threading
 from pathlib import Path
 
 import psutil
@@ -106,3 +107,74 @@ def test_a_leaking_task_is_recycled_without_losing_work(runner_env, tmp_path: Pa
     assert traffic.failures == [], traffic.failures[:5]
     assert traffic.sent > 20
     assert peak[0] < BUDGET_MB
+
+
+# A fast leak (issue: 12 tasks of 40 MB back to back took the tree from 140 to 637 MB in
+# half a second, before the watchdog's first tick): the default 512 MB budget.
+FAST_LEAK_TASKS = 12
+FAST_LEAK_MB = 40
+PEAK_SAMPLE_SECONDS = 0.1
+FAST_LEAK_LINES = {
+    # runner.worker.memory_check: before the task that would pass the share.
+    "threads": "the next would pass its",
+    # Celery's --max-memory-per-child: the child is replaced after its task.
+    "prefork": None,
+}
+
+
+class PeakSampler(threading.Thread):
+    """The tree's total PSS, sampled until stopped; ``peak`` is the largest seen."""
+
+    def __init__(self, runner) -> None:
+        super().__init__(daemon=True)
+        self.runner, self.peak, self.done = runner, 0.0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(PEAK_SAMPLE_SECONDS):
+            self.peak = max(self.peak, tree_pss_mb(self.runner))
+
+    def stop(self) -> float:
+        self.done.set()
+        self.join(10)
+        return self.peak
+
+
+@pytest.mark.parametrize("pool", sorted(FAST_LEAK_LINES))
+def test_a_fast_leak_stays_inside_the_default_budget(runner_env, tmp_path: Path, pool: str):
+    """Twelve 40 MB leaks sent back to back on the default 512 MB budget: every task is done,
+    no request fails, no last-resort restart is needed, and the tree never reaches the
+    last-resort line (the worker gives memory back between tasks, not a tick later)."""
+    budget = resolve_budget(None, None)
+    runner_env |= {
+        "CELERY_APP": "tests.e2e.leaky_tasks",
+        "CELERY_POOL": pool,
+        "RUN_BEAT": "false",
+    }
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+        traffic = Traffic(runner_env["PORT"])
+        traffic.start()
+        sampler = PeakSampler(runner)
+        sampler.start()
+        results = run_client(
+            runner_env,
+            "from app.celery import app\n"
+            f"sent = [app.send_task('leaky.hold', ({FAST_LEAK_MB},))"
+            f" for _ in range({FAST_LEAK_TASKS})]\n"
+            "print(len([r.get(timeout=120) for r in sent]))",
+            180,
+        )
+        peak = sampler.stop()
+        traffic.stop()
+        output = runner.output()
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=30) == 0
+    assert results.strip().splitlines()[-1] == str(FAST_LEAK_TASKS)
+    assert traffic.failures == [], traffic.failures[:5]
+    assert "the last step before the OOM line" not in output, without_access_log(output)
+    if FAST_LEAK_LINES[pool]:
+        assert FAST_LEAK_LINES[pool] in output, without_access_log(output)
+    print(f"fast leak, {pool}: peak {peak:.0f} MB of {budget.total_mb} MB")
+    assert peak < budget.last_resort_mb, (peak, without_access_log(output))
