@@ -122,7 +122,14 @@ def test_idle_child_retires_at_once(worker):
     """The retire signal to an idle child: it exits within a couple of seconds and is replaced."""
     handle, _client = worker
     child = min(pool(handle.pid))
-    beat = next(p for p, name in live_children(handle.pid).items() if name == CELERY_BEAT_NAME)
+    # Polled: the embedded beat names itself a moment after it is forked.
+    beat = wait_for(
+        lambda: next(
+            (p for p, name in live_children(handle.pid).items() if name == CELERY_BEAT_NAME), None
+        ),
+        TASK_TIMEOUT,
+        message=lambda: f"no child named {CELERY_BEAT_NAME}: {live_children(handle.pid)}",
+    )
     os.kill(child, RETIRE_SIGNAL)
     wait_for(
         lambda: child not in pool(handle.pid) and len(pool(handle.pid)) == 2,

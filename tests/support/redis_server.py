@@ -5,6 +5,7 @@ log, keeps nothing on disk (``--save "" --appendonly no``) unless made ``persist
 (an append-only file in its directory, as managed Redis plans keep), and is stopped by PID.
 """
 
+import shutil
 import signal
 import urllib.parse
 from pathlib import Path
@@ -24,7 +25,7 @@ from tests.support.processes import (
     wait_for,
 )
 
-REDIS_SERVER = "/usr/bin/redis-server"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 START_TIMEOUT = 20.0
 """Seconds to wait for a new server to answer PING (generous: 2 noisy cores)."""

@@ -87,3 +87,43 @@ def test_fetch_returns_the_status_of_a_real_http_server():
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_a_supervisord_tick_sends_a_real_request_with_its_user_agent():
+    """Through supervisor's own event bus (what RunnerSupervisor subscribes it to), a tick
+    past the interval makes one real GET, from its own thread, with the runner's agent."""
+    from supervisor import events
+
+    from runner.supervise.keepawake import USER_AGENT
+
+    seen: list[str] = []
+    arrived = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers["User-Agent"])
+            self.send_response(200)
+            self.end_headers()
+            arrived.set()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clock, said = Clock(), []
+    awake = KeepAwake(f"http://127.0.0.1:{server.server_port}/healthz", said.append, clock=clock)
+    events.clear()
+    events.subscribe(events.Tick60Event, awake.on_tick)
+    try:
+        events.notify(events.Tick60Event(0, None))  # too early: nothing sent
+        clock.now += KEEP_AWAKE_SECONDS
+        events.notify(events.Tick60Event(0, None))
+        assert arrived.wait(10), "no request arrived"
+        assert seen == [USER_AGENT] and said == []
+    finally:
+        events.clear()
+        server.shutdown()
+        server.server_close()
+        thread.join()
