@@ -6,6 +6,7 @@ background thread keeps asking /healthz during the fault and counts the failures
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -17,6 +18,7 @@ import psutil
 import pytest
 import requests
 
+from runner.config.plan import CELERY_BEAT_NAME
 from tests.conftest import make_password
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
@@ -128,6 +130,28 @@ def beat(runner: ProcessHandle) -> psutil.Process | None:
         if "runner.worker.entry" in command and "beat" in command:
             return child
     return None
+
+
+def embedded_beat(runner: ProcessHandle) -> psutil.Process | None:
+    """The beat the worker forked (BEAT_MODE=embedded), by the name it gives itself."""
+    main = worker_main(runner)
+    for child in main.children() if main is not None else ():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.name() == CELERY_BEAT_NAME:
+                return child
+    return None
+
+
+def beat_and_worker(runner: ProcessHandle, beat_mode: str) -> dict[str, int] | None:
+    """PIDs of the worker's main process and of beat (its own program, or embedded), once
+    both are found; None while either is missing (never a partial answer)."""
+    found = {
+        "worker": worker_main(runner),
+        "beat": beat(runner) if beat_mode == "separate" else embedded_beat(runner),
+    }
+    if any(process is None for process in found.values()):
+        return None
+    return {name: process.pid for name, process in found.items()}
 
 
 def pool_children(runner: ProcessHandle) -> list[psutil.Process]:
@@ -284,21 +308,17 @@ def test_redis_that_appears_later_is_joined_without_restarts(
             with HealthProbe(health_url(runner_env)) as probe:
                 runner.wait_for_output(WORKER_WAITS, START_TIMEOUT)
                 runner.wait_for_output(BEAT_WAITS, START_TIMEOUT)
-                waiting = {
-                    name: process.pid
-                    for name, process in (("worker", worker_main(runner)), ("beat", beat(runner)))
-                    if process is not None
-                }
+                waiting = wait_for(
+                    lambda: beat_and_worker(runner, beat_mode),
+                    START_TIMEOUT,
+                    message="the worker and beat processes",
+                )
                 server.start()
                 assert send_add_task(runner_env) == "5"
                 runner.wait_for_output(BEAT_LEADS, START_TIMEOUT)
             assert probe.failures == []
-            now = {
-                name: process.pid
-                for name, process in (("worker", worker_main(runner)), ("beat", beat(runner)))
-                if process is not None
-            }
-            assert now == waiting, "a program was restarted instead of waiting for Redis"
+            now = beat_and_worker(runner, beat_mode)
+            assert now == waiting, "a process was restarted instead of waiting for Redis"
             if beat_mode == "separate":
                 assert now["beat"] != now["worker"]
             assert "exited unexpectedly" not in runner.output()
