@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 import signal
-import sqlite3
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 
 from runner.worker.beat_leader import LOCK_KEY_PREFIX
 from tests.support.ports import free_port
+from tests.support.postgres import query, temporary_database
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import speed_up_heartbeat, start_runner
 
@@ -43,9 +44,8 @@ DEMO_LOCK_KEY = f"{LOCK_KEY_PREFIX}app"
 
 
 def heartbeat_times(database: str) -> list[datetime]:
-    with sqlite3.connect(database, timeout=10) as connection:
-        rows = connection.execute("SELECT ran_at FROM app_heartbeat ORDER BY ran_at").fetchall()
-    return [datetime.fromisoformat(ran_at).replace(tzinfo=UTC) for (ran_at,) in rows]
+    rows = query(database, "SELECT ran_at FROM app_heartbeat ORDER BY ran_at")
+    return [ran_at.astimezone(UTC) for (ran_at,) in rows]
 
 
 def watch_window(database: str, runner: ProcessHandle) -> tuple[list[datetime], float]:
@@ -69,8 +69,15 @@ def assert_once_per_due_time(runs: list[datetime], seconds: float) -> None:
     assert min(gaps) > DUPLICATE_GAP_SECONDS, gaps
 
 
+@pytest.fixture
+def shared_database() -> Iterator[str]:
+    """A PostgreSQL database both instances use, as a scaled service's would be."""
+    with temporary_database("beat_leader") as url:
+        yield url
+
+
 def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leader_dies(
-    runner_env, tmp_path: Path, redis_plain
+    runner_env, tmp_path: Path, redis_plain, shared_database
 ):
     """One leader, one standby: the heartbeat runs once per interval; after a SIGKILL of the
     leader's whole instance the standby leads within the bound, and no run is doubled."""
@@ -79,9 +86,10 @@ def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leade
         "RUN_WEB": "false",  # beat and the worker are what this is about
         "CELERY_CONCURRENCY": "1",
         "BEAT_LEADER_LOCK_SECONDS": str(LOCK_SECONDS),
+        "DATABASE_URL": shared_database,
     }
     speed_up_heartbeat(runner_env, INTERVAL_SECONDS)
-    database = runner_env["DATABASE_URL"].removeprefix("sqlite:///")
+    database = shared_database
     # The same database and Redis, their own data directories and ports.
     envs = [
         runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / name)}

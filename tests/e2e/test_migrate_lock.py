@@ -3,18 +3,25 @@ the migrations, the other waits for the lock, says so, then finds nothing left t
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from runner.supervise.migrate_lock import REDIS_LOCK_KEY
 from tests.support.ports import free_port
+from tests.support.postgres import query, temporary_database
 from tests.support.runner import start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stack():
+    with contextlib.ExitStack() as exits:
+        yield exits
 
 START_TIMEOUT = 90  # two cold starts at once on two cores
 STOP_TIMEOUT = 30
@@ -24,12 +31,20 @@ NOTHING_TO_DO = re.compile(r"^runner \| migrations: none to apply \([\d.]+ s\)$"
 
 
 def test_two_instances_migrate_one_at_a_time_and_both_come_up(
-    runner_env, tmp_path: Path, redis_plain
+    runner_env, tmp_path: Path, redis_plain, stack: contextlib.ExitStack
 ):
     """While the lock is held both instances wait; released, exactly one applies the
     migrations, the other applies none, and both serve."""
-    # Web only: the lock is taken before any program starts, whatever the flags.
-    runner_env |= {"REDIS_URL": redis_plain.url(), "RUN_WORKER": "false", "RUN_BEAT": "false"}
+    # Web only: the lock is taken before any program starts, whatever the flags. One
+    # PostgreSQL database, as a scaled service shares (two migrate runs at once on it would
+    # collide on its tables).
+    database = stack.enter_context(temporary_database("migrate_lock"))
+    runner_env |= {
+        "REDIS_URL": redis_plain.url(),
+        "RUN_WORKER": "false",
+        "RUN_BEAT": "false",
+        "DATABASE_URL": database,
+    }
     envs = [
         runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / name)}
         for name in ("one", "two")
@@ -56,10 +71,9 @@ def test_two_instances_migrate_one_at_a_time_and_both_come_up(
     assert sorted(len(APPLIED.findall(output)) for output in outputs) == [0, 1], outputs
     assert sorted(bool(NOTHING_TO_DO.search(output)) for output in outputs) == [False, True]
     assert all("migrate |" not in output for output in outputs)  # one summary line each
-    database = runner_env["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(database, timeout=10) as connection:
-        total, distinct = connection.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT app || '.' || name) FROM django_migrations"
-        ).fetchone()
+    ((total, distinct),) = query(
+        runner_env["DATABASE_URL"],
+        "SELECT COUNT(*), COUNT(DISTINCT app || '.' || name) FROM django_migrations",
+    )
     assert total == distinct > 0
     assert client.exists(REDIS_LOCK_KEY) == 0

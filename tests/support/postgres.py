@@ -37,3 +37,11 @@ def temporary_database(prefix: str = "runner_test") -> Iterator[str]:
         yield f"postgres://{USER}@{HOST}:{PORT}/{name}"
     finally:
         _run("dropdb", "--force", name)
+
+
+def query(url: str, sql: str) -> list[tuple]:
+    """The rows of one SQL query against the database at ``url`` (psycopg, the demo's driver)."""
+    import psycopg
+
+    with psycopg.connect(url, connect_timeout=10) as connection:
+        return connection.execute(sql).fetchall()
