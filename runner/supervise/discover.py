@@ -89,12 +89,20 @@ def module_file(name: str) -> str | None:
     return spec.origin if spec.has_location else name
 
 
+RUNNER_PACKAGE = Path(__file__).resolve().parents[1]
+
+
 def _where(error: BaseException, cwd: Path) -> str:
-    """`` at config/celery.py:7``: the deepest line of the project's own code in the traceback."""
+    """`` at config/celery.py:7``: the deepest line of the project's own code in the traceback
+    (never the runner's: it sits in the demo's directory, but it is not the user's code)."""
     where = ""
     for frame in traceback.extract_tb(error.__traceback__):
         path = Path(frame.filename)
-        if path.is_relative_to(cwd) and "site-packages" not in path.parts:
+        if (
+            path.is_relative_to(cwd)
+            and "site-packages" not in path.parts
+            and not path.is_relative_to(RUNNER_PACKAGE)
+        ):
             where = f" at {path.relative_to(cwd)}:{frame.lineno}"
     return where
 
