@@ -27,7 +27,7 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from runner.config.environment import EnvironmentReader
 from runner.errors import Problem
@@ -197,6 +197,16 @@ class SecretURL:
         return self
 
 
+def _unencoded_in_userinfo(url: str) -> str | None:
+    """A ``/``, ``?`` or ``#`` before the last ``@`` (where a password is): a URL parser stops
+    the host part there, so the password's rest becomes the host, the port or the path."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    userinfo = rest.rpartition("@")[0]
+    return next((c for c in userinfo if c in "/?#"), None)
+
+
 def _url_problem(
     name: str, url: str, schemes: tuple[str, ...], require_tls: bool = False
 ) -> Problem | None:
@@ -212,6 +222,14 @@ def _url_problem(
             name,
             masked,
             "the URL has a '%' that is not a %XX escape; write a '%' in the password as %25",
+        )
+    unencoded = _unencoded_in_userinfo(url)
+    if unencoded:
+        return Problem(
+            name,
+            masked,
+            f"the password holds a '{unencoded}' that is not percent-encoded, so the URL "
+            f"does not parse; write it as {quote(unencoded, safe='')}",
         )
     try:
         parts = urlsplit(url)

@@ -254,6 +254,13 @@ def test_a_password_with_any_special_character_is_masked(special):
     assert password not in mask_url(url) and "ssw0rdXY" not in mask_url(url)
     _settings, problems = read({"REDIS_URL": url, "CELERY_BROKER_URL": url})
     assert all("ssw0rdXY" not in str(p) for p in problems)
+    if special in "/?#":  # the URL does not parse: the line says why, and the fix
+        encoded = {"/": "%2F", "?": "%3F", "#": "%23"}[special]
+        assert str(problems[0]) == (
+            "REDIS_URL='redis://default:***@127.0.0.1:6390': the password holds a "
+            f"'{special}' that is not percent-encoded, so the URL does not parse; write it "
+            f"as {encoded}"
+        )
 
 
 # --- what runner.web.django_settings hands to Django and Celery -----------------------------------
