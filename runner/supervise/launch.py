@@ -6,13 +6,10 @@ that touches the file system, starts a process and replaces itself with supervis
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +34,7 @@ from runner.supervise import data_dir
 from runner.supervise.discover import discover, read_manage_py
 from runner.supervise.logrelay import prefix
 from runner.supervise.migrate_lock import migration_lock
+from runner.supervise.migrations import run_migrations
 from runner.supervise.port import check_port
 from runner.supervise.redis_check import check_now, preflight
 from runner.supervise.runstate import write_pointer
@@ -46,8 +44,6 @@ CONF_NAME = "supervisord.conf"
 SUPERVISORD_MODULE = "runner.supervise.supervisord"  # supervisord with the runner's voice
 # Lines of migrate's output kept to explain its failure (its traceback ends there).
 # How migrate reports each migration it applied.
-APPLIED_LINE = re.compile(r"^\s+Applying \S+\.\.\. OK")
-MIGRATE_TAIL_LINES = 40
 
 
 def say(text: str, out: TextIO = sys.stdout) -> None:
@@ -115,45 +111,36 @@ def prepare_data_dir(settings: Settings, plan: Plan) -> None:
         raise PreflightError(data_dir_problem(settings.data_dir, error)) from error
 
 
-def migrate(plan: Plan, env: Mapping[str, str], cwd: Path, verbose: bool = False) -> None:
-    """Run the project's migrations; say in one line how many were applied and how long it
-    took. Every line of migrate's own output is relayed (``migrate | ...``) with ``verbose``
-    (LOG_LEVEL=debug) as it comes, and otherwise only when migrate fails (its last lines)."""
+def migrate(plan: Plan, env: Mapping[str, str], verbose: bool = False) -> None:
+    """Run the project's migrations, in this process (``runner.supervise.migrations``); say
+    in one line how many were applied and how long it took. Every line of migrate's own
+    output is relayed (``migrate | ...``) with ``verbose`` (LOG_LEVEL=debug) as it comes,
+    and otherwise only when migrate fails (its last lines)."""
     if plan.migrate is None:
         return
+    out = sys.stdout
+
+    def relay(line: str) -> None:
+        out.write(prefix("migrate") + line)
+        out.flush()
+
     started = time.monotonic()
-    process = subprocess.Popen(
-        plan.migrate,
-        cwd=cwd,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    )
-    tail: collections.deque[str] = collections.deque(maxlen=MIGRATE_TAIL_LINES)
-    applied = 0
-    for line in process.stdout or ():
-        if verbose:
-            sys.stdout.write(prefix("migrate") + line)
-            sys.stdout.flush()
-        applied += bool(APPLIED_LINE.match(line))
-        tail.append(line)
+    result = run_migrations(env, relay if verbose else None)
     seconds = time.monotonic() - started
-    if process.wait() != 0:
+    if result.failed:
         if not verbose:
-            sys.stdout.writelines(prefix("migrate") + line for line in tail)
-            sys.stdout.flush()
-        output = "".join(tail)
+            for line in result.tail:
+                relay(line)
+        output = "".join(result.tail)
         raise StartError(
             migrate_failure(output, sqlite_file())
             or database_failure(output, database_address())
-            or f"migrations failed (exit status {process.returncode}, see the migrate lines "
-            "above); fix them, or set RUN_MIGRATIONS=false to start without migrating"
+            or "migrations failed (see the migrate lines above); fix them, or set "
+            "RUN_MIGRATIONS=false to start without migrating"
         )
     say(
-        f"migrations: {applied} applied in {seconds:.1f} s"
-        if applied
+        f"migrations: {result.applied} applied in {seconds:.1f} s"
+        if result.applied
         else f"migrations: none to apply ({seconds:.1f} s)"
     )
 
@@ -310,7 +297,7 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     if plan.migrate:
         # Several instances booting at once (scale-out) migrate one after another.
         with migration_lock(settings.redis, settings.data_dir, say):
-            migrate(plan, env, cwd, verbose=settings.log_level == "debug")
+            migrate(plan, env, verbose=settings.log_level == "debug")
     else:
         refuse_unmigrated()
     conf = write_config(plan)
