@@ -28,6 +28,7 @@ from pathlib import Path
 import psutil
 import requests
 
+from runner.config.settings import local_paths
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, start_process, wait_for
 from tests.support.redis_server import RedisServer
@@ -258,9 +259,9 @@ def start_seed_layout(
 
 def environment(work: Path, redis_url: str | None) -> dict[str, str]:
     env = build_runner_env(os.environ, work, free_port())
-    (work / "data" / "broker" / "queue").mkdir(parents=True, exist_ok=True)
-    (work / "data" / "broker" / "control").mkdir(parents=True, exist_ok=True)
-    (work / "data" / "results").mkdir(parents=True, exist_ok=True)
+    # The seed's layout has no runner to make the local default's folders (staging too).
+    for folder in local_paths(work / "data").values():
+        folder.mkdir(parents=True, exist_ok=True)
     if redis_url:
         env["REDIS_URL"] = redis_url
     return env
