@@ -20,10 +20,11 @@ prefork child). ``--pool`` chooses ``CELERY_POOL`` (the plan's own choice by def
 
 Figures per run, medians over runs: idle and peak total PSS of the tree (sampled every
 0.25 s: four times per watchdog tick; every 20 ms in the fast scenario) against the
-budget; graceful recycles (over the soft line) and hard restarts (over the last-resort line), read from the runner's own lines;
-HTTP requests sent and failed; tasks sent, answered, lost (never answered) and answered
-twice (late acknowledgement is at least once). Failed requests, lost tasks and hard
-restarts must be 0; the exit status is 1 when they are not.
+budget; graceful recycles (over the soft line) and hard restarts (over the last-resort
+line), read from the runner's own lines; HTTP requests sent and failed; tasks sent,
+answered, lost (never answered) and answered twice (late acknowledgement is at least
+once). Failed requests, lost tasks and hard restarts must be 0; the exit status is 1 when
+they are not.
 
 Every process started is stopped by PID; files only in a temporary directory.
 """
