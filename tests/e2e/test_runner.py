@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from runner.config.plan import BACKGROUND_NICENESS
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import (
     REPO_ROOT,
@@ -85,6 +86,13 @@ def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tm
             PERIODIC_TIMEOUT,
             message=lambda: f"no heartbeat recorded; output:\n{runner.output()[-3000:]}",
         )
+        # The worker (and the beat it forked) run at the lower CPU priority the plan asks
+        # for, the web at the normal one.
+        worker = worker_main(runner)
+        assert worker.nice() == BACKGROUND_NICENESS
+        assert {child.nice() for child in worker.children()} <= {BACKGROUND_NICENESS}
+        web = next(c for c in psutil.Process(runner.pid).children() if "gunicorn" in c.cmdline())
+        assert web.nice() == psutil.Process().nice()
         stop_and_check(runner)
     output = runner.output()
     assert "runner | local default: no REDIS_URL" in output

@@ -126,3 +126,21 @@ def test_the_configuration_reference_is_the_variable_table():
         + [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in VARIABLES]
     )
     assert table in reference
+
+
+def test_a_status_token_shorter_than_the_minimum_is_refused_without_being_shown():
+    """RUNNER_STATUS_TOKEN under MIN_STATUS_TOKEN_LENGTH is bad input; the line masks it."""
+    from runner.config.settings import MIN_STATUS_TOKEN_LENGTH
+
+    short = "s3cr" * ((MIN_STATUS_TOKEN_LENGTH - 1) // 4) + "x" * (
+        (MIN_STATUS_TOKEN_LENGTH - 1) % 4
+    )
+    assert len(short) == MIN_STATUS_TOKEN_LENGTH - 1
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"RUNNER_STATUS_TOKEN": short}, Path("/srv"))
+    (line,) = raised.value.lines()
+    assert line.startswith("RUNNER_STATUS_TOKEN='***': too short") and short not in line
+    long_enough = short + "y"
+    assert load_settings({"RUNNER_STATUS_TOKEN": long_enough}, Path("/srv")).status_token == (
+        long_enough
+    )
