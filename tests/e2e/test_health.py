@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.postgres import refuse_connections, temporary_database
 from tests.support.runner import start_runner, wait_http_ok
 
 pytestmark = pytest.mark.e2e
@@ -81,3 +82,22 @@ def test_health_is_200_for_any_host_and_while_redis_is_down(
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
     assert f"runner | keep-awake: requesting {base}/healthz every 10 minutes" in runner.output()
+
+
+def test_health_is_200_while_the_database_is_down(runner_env, tmp_path: Path):
+    """/healthz does not touch the database (it is answered before Django): with PostgreSQL
+    refusing connections it still answers 200 at once, while a Django page fails."""
+    with temporary_database("health") as database:
+        runner_env |= {"DATABASE_URL": database, "RUN_WORKER": "false", "RUN_BEAT": "false"}
+        base = f"http://127.0.0.1:{runner_env['PORT']}"
+        runner = start_runner(runner_env, tmp_path)
+        with runner:
+            wait_http_ok(f"{base}/healthz", START_TIMEOUT, runner)
+            assert requests.get(f"{base}/", timeout=10).status_code == 200
+            refuse_connections(database)
+            started = time.monotonic()
+            assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - started < HEALTH_MAX_SECONDS
+            assert requests.get(f"{base}/", timeout=10).status_code == 500
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]

@@ -45,3 +45,18 @@ def query(url: str, sql: str) -> list[tuple]:
 
     with psycopg.connect(url, connect_timeout=10) as connection:
         return connection.execute(sql).fetchall()
+
+
+def refuse_connections(url: str) -> None:
+    """Make the database at ``url`` unreachable, as a database that went down is: new
+    connections refused, the open ones ended (dropping it at the end still works)."""
+    name = url.rsplit("/", 1)[1]
+    _run(
+        "psql",
+        "-d",
+        "postgres",
+        "-c",
+        f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+        "-c",
+        f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+    )
