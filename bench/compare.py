@@ -13,18 +13,20 @@ reached with the seed's variables, ``redis://`` + ``REQUIRE_REDIS_SSL=true``, no
   default broker polling (BRPOP every second), since the seed's settings do not set the
   runner's (``bench.redis_idle.CELERY_DEFAULTS``).
 
+``MEMORY_BUDGET_MB=512`` for both (the runner's plan depends on the budget it finds).
 Per run and layout, from a fresh database, against plain Redis:
-- launch to the first 200 (``/healthz``; the seed has none, its ``/admin/login/`` stands
-  in) and to the result of a task sent at launch, wall and CPU seconds of the whole tree
+- launch to the first 200 of the same Django page for both (``/admin/login/``; the
+  runner's ``/healthz`` answers before Django, so it is not the measure) and to the result
+  of a task sent at launch, wall and CPU seconds of the whole tree
   (``bench.startup``); also the CPU of what wakes when a request reaches a sleeping free
   instance: the runner's whole tree, migrate included; the seed's web service alone (its
   migrate is part of the build);
 - with the demo's heartbeat switched off: idle PSS once settled; Redis commands over an
   idle window and the connections the layout's processes hold;
 - latency of ``GET /`` (a Django page: the same work in both layouts), one request every
-  10 ms, worker idle, then while the worker runs ``app.tasks.burn`` at full concurrency,
-  on both cores and with every process of the layout pinned to one core
-  (``bench.health_latency``);
+  10 ms, worker idle, then while the worker runs ``app.tasks.burn`` one at a time (the same
+  CPU load in both: one busy core), on both cores and with every process of the layout
+  pinned to one core (``bench.health_latency``);
 - task round trips (``bench.redis_latency``);
 - a mixed load (4 HTTP clients on ``/`` and a queue of short tasks) during which PSS and
   Redis connections are sampled for their peak.
@@ -67,7 +69,6 @@ STOP_TIMEOUT = 60
 START_TIMEOUT = 120
 WEB_PATH = "/"  # the demo's home page: one query and a template, in both layouts
 TASK_CONCURRENCY = 2  # the seed's --concurrency=2; the runner's default CELERY_CONCURRENCY
-QUEUED_PER_SLOT = 40  # burn tasks queued per task slot: busy for the whole busy phase
 BUSY_CORES = 0.7  # the worker counts as busy once it uses this many cores (threads: 1 max)
 SETTLE_SECONDS = 5.0  # after the first result: start-up traffic, beat seeing the change
 LOAD_HTTP_CLIENTS = 4
@@ -122,10 +123,16 @@ def start_seed(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
     return startup.start_seed_layout(env, celery=[sys.executable, "-c", redis_idle.CELERY_DEFAULTS])
 
 
+# "Up" is the same page for both: one Django renders (the runner's /healthz answers before
+# Django is even imported, which would credit it with a readiness the seed is not given).
+READY_PATH = "/admin/login/"
 LAYOUTS = (
-    Layout("runner", "runner (1 service)", startup.start_runner, "/healthz"),
-    Layout("seed", "seed (3 services)", start_seed, "/admin/login/", web_tree=0),
+    Layout("runner", "runner (1 service)", startup.start_runner, READY_PATH),
+    Layout("seed", "seed (3 services)", start_seed, READY_PATH, web_tree=0),
 )
+# The runner's plan depends on the memory budget it finds; pinned to Render free's, whatever
+# cgroup limit the machine running the benchmark has.
+BUDGET_MB = "512"
 
 
 # ----------------------------------------------------------------------------------------
@@ -140,18 +147,18 @@ class Metric:
 
 LATENCY_CONDITIONS = (
     ("cores2_idle", "2 cores, worker idle"),
-    ("cores2_busy", "2 cores, worker busy"),
+    ("cores2_busy", "2 cores, one CPU task at a time"),
     ("core1_idle", "1 core (pinned), worker idle"),
-    ("core1_busy", "1 core (pinned), worker busy"),
+    ("core1_busy", "1 core (pinned), one CPU task at a time"),
 )
 
 METRICS = (
     Metric("idle_pss_mb", "idle memory, total PSS (MB)", 0),
     Metric("idle_rss_sum_mb", "idle memory, RSS summed per process, sharing ignored (MB)", 0),
     Metric("peak_pss_mb", "peak memory under mixed load, total PSS (MB)", 0),
-    Metric("healthz_seconds", "cold start to /healthz 200, wall (s)", 2),
-    Metric("healthz_cpu_seconds", "cold start to /healthz 200, CPU of the tree (s)", 2),
-    Metric("wake_cpu_seconds", "cold start to /healthz 200, CPU of the web's instance (s)", 2),
+    Metric("healthz_seconds", "cold start to /admin/login/ 200, wall (s)", 2),
+    Metric("healthz_cpu_seconds", "cold start to /admin/login/ 200, CPU of the tree (s)", 2),
+    Metric("wake_cpu_seconds", "cold start to /admin/login/ 200, CPU of the web's instance (s)", 2),
     Metric("first_task_seconds", "cold start to first task result, wall (s)", 2),
     Metric("first_task_cpu_seconds", "cold start to first task result, CPU of the tree (s)", 2),
     Metric("round_trip_plain_p50_ms", "task round trip p50, plain Redis (ms)", 1),
@@ -163,12 +170,16 @@ METRICS = (
         for key, title in LATENCY_CONDITIONS
         for q in ("p50", "p99")
     ),
-    Metric("worker_cores_cores2_busy", "worker CPU while busy, 2 cores (cores)", 2),
-    Metric("worker_cores_core1_busy", "worker CPU while busy, 1 core (cores)", 2),
+    Metric("worker_cores_cores2_busy", "worker CPU, one CPU task at a time, 2 cores (cores)", 2),
+    Metric("worker_cores_core1_busy", "worker CPU, one CPU task at a time, 1 core (cores)", 2),
     Metric("load_requests_per_second", "`GET /` answered per second under mixed load", 0),
     Metric("peak_connections", "Redis connections at peak (mixed load)", 0),
     Metric("idle_connections", "Redis connections at idle", 0),
-    Metric("idle_commands_per_minute", "Redis commands per minute at idle", 0),
+    Metric(
+        "idle_commands_per_minute",
+        "Redis commands per minute at idle (heartbeat off, 30 s window; 10 min: bench.redis_idle)",
+        0,
+    ),
 )
 
 
@@ -329,6 +340,28 @@ def web_latencies(
     return found | latency(f"core1_{condition}", row)
 
 
+class OneTaskAtATime:
+    """While the block runs, ``app.tasks.burn`` is sent again as soon as the last one ends."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            result = self.client.send_task("app.tasks.burn", (health_latency.BURN_SECONDS,))
+            result.get(timeout=START_TIMEOUT)
+
+    def __enter__(self) -> OneTaskAtATime:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.done.set()
+        self.thread.join(START_TIMEOUT)
+
+
 def mixed_load(
     url: str, client, handles: list[ProcessHandle], seconds: float, redis_port: int
 ) -> dict[str, float]:
@@ -381,7 +414,7 @@ def measure_plain(
     layout: Layout, server: RedisServer, profile: Profile, work: Path
 ) -> dict[str, float]:
     """Everything but the TLS round trips, against plain Redis, from one cold start."""
-    env = startup.environment(work, server.url())
+    env = startup.environment(work, server.url()) | {"MEMORY_BUDGET_MB": BUDGET_MB}
     handles, cold = startup.cold_start(layout.start(env), env, work, layout.ready_path)
     figures: dict[str, float] = asdict(cold)
     per_tree = figures.pop("healthz_cpu_per_tree")
@@ -417,15 +450,18 @@ def measure_plain(
 
         client = celery_client(env)
         try:
-            for _ in range(QUEUED_PER_SLOT * TASK_CONCURRENCY):
-                client.send_task("app.tasks.burn", (health_latency.BURN_SECONDS,))
-            worker = worker_processes(handles)
-            wait_for(
-                lambda: health_latency.cores_used(worker, 1.0) >= BUSY_CORES,
-                START_TIMEOUT,
-                message="the worker never got busy",
-            )
-            figures |= web_latencies("busy", url, profile, handles)
+            # The same CPU load for both: one CPU-bound task at a time, one busy core (the
+            # runner's threads pool cannot use more for Python code; the seed's prefork
+            # could use two, which would make its worker twice as busy, not its web slower
+            # for the same work).
+            with OneTaskAtATime(client):
+                worker = worker_processes(handles)
+                wait_for(
+                    lambda: health_latency.cores_used(worker, 1.0) >= BUSY_CORES,
+                    START_TIMEOUT,
+                    message="the worker never got busy",
+                )
+                figures |= web_latencies("busy", url, profile, handles)
             client.control.purge()
             figures |= mixed_load(url, client, handles, profile.load_seconds, server.port)
         finally:
@@ -439,7 +475,7 @@ def measure_tls(
     layout: Layout, server: RedisServer, profile: Profile, work: Path
 ) -> dict[str, float]:
     """Task round trips through the layout reaching Redis over TLS, the seed's way."""
-    env = startup.environment(work, None)
+    env = startup.environment(work, None) | {"MEMORY_BUDGET_MB": BUDGET_MB}
     env |= redis_latency.redis_variables(redis_latency.WAYS[1], server, server.tls)
     handles, cold = startup.cold_start(layout.start(env), env, work, layout.ready_path)
     try:

@@ -57,7 +57,11 @@ def test_table_has_every_metric_with_its_ratio_then_the_hours():
     labels = [line.split("|")[1].strip() for line in text.splitlines()[2:]]
     assert labels[: len(METRICS)] == [metric.label for metric in METRICS]
     assert row(text, "idle memory, total PSS (MB)") == ["180", "270", "0.67"]
-    assert row(text, "cold start to /healthz 200, CPU of the tree (s)") == ["1.50", "2.00", "0.75"]
+    assert row(text, "cold start to /admin/login/ 200, CPU of the tree (s)") == [
+        "1.50",
+        "2.00",
+        "0.75",
+    ]
     assert row(text, "Redis connections at idle") == ["4", "10", "0.40"]
     assert row(text, "instance hours per month (31 days, always on)") == ["744", "2232", "0.33"]
     assert row(text, "of which beyond the 750 free hours (paid)") == ["0", "1488", "0.00"]
