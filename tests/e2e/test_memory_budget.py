@@ -49,6 +49,24 @@ RECYCLE_LINES = {
 }
 
 
+def start_leaky_service(runner_env: dict[str, str], tmp_path: Path, pool: str):
+    """The runner with the leaking tasks as its Celery app, ``pool``, no beat; once its web
+    answers and its worker is up."""
+    runner_env |= {
+        "CELERY_APP": "tests.e2e.leaky_tasks",
+        "CELERY_POOL": pool,
+        "RUN_BEAT": "false",
+    }
+    runner = start_runner(runner_env, tmp_path)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+    except BaseException:
+        runner.kill_tree()
+        raise
+    return runner
+
+
 class PeakSampler(threading.Thread):
     """The tree's total PSS, sampled until stopped; ``peak`` is the largest seen."""
 
@@ -71,16 +89,9 @@ def test_a_leaking_task_is_recycled_without_losing_work(runner_env, tmp_path: Pa
     """Over the soft line the process that holds the memory is retired after its task: the
     task's result arrives, HTTP requests all succeed, and the tree stays under the budget."""
     budget = resolve_budget(BUDGET_MB, None)
-    runner_env |= {
-        "MEMORY_BUDGET_MB": str(BUDGET_MB),
-        "CELERY_APP": "tests.e2e.leaky_tasks",
-        "CELERY_POOL": pool,
-        "RUN_BEAT": "false",
-    }
-    runner = start_runner(runner_env, tmp_path)
+    runner_env["MEMORY_BUDGET_MB"] = str(BUDGET_MB)
+    runner = start_leaky_service(runner_env, tmp_path, pool)
     with runner:
-        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        runner.wait_for_output("celery@", START_TIMEOUT)
         traffic = Traffic(runner_env["PORT"])
         traffic.start()
         # The tree under traffic, settled: measured right after the traffic started, it was
@@ -146,15 +157,8 @@ def test_a_fast_leak_stays_inside_the_default_budget(runner_env, tmp_path: Path,
     no request fails, no last-resort restart is needed, and the tree never reaches the
     last-resort line (the worker gives memory back between tasks, not a tick later)."""
     budget = resolve_budget(None, None)
-    runner_env |= {
-        "CELERY_APP": "tests.e2e.leaky_tasks",
-        "CELERY_POOL": pool,
-        "RUN_BEAT": "false",
-    }
-    runner = start_runner(runner_env, tmp_path)
+    runner = start_leaky_service(runner_env, tmp_path, pool)
     with runner:
-        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        runner.wait_for_output("celery@", START_TIMEOUT)
         traffic = Traffic(runner_env["PORT"])
         traffic.start()
         sampler = PeakSampler(runner)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import requests
 
 from runner.status.gather import SHARED_SECONDS
-from tests.support.browser import LAYOUT, Browser, layout_problems
+from tests.support.browser import CHROMIUM, HEADLESS_FLAGS, LAYOUT, Browser, layout_problems
 from tests.support.ports import free_port
 from tests.support.processes import start_process, wait_for
 from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
@@ -37,7 +36,6 @@ STAFF_USER = "staff"
 STAFF_PASSWORD = "a-long-test-password-9481"
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 # Debian's package; scripts/test installs it.
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def prepare_database(env: dict[str, str]) -> None:
@@ -85,12 +83,7 @@ def run_chromium(tmp_path: Path, *args: str) -> str:
     browser = start_process(
         [
             CHROMIUM,
-            "--headless",
-            "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={profile}",
             *args,
         ],

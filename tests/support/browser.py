@@ -24,6 +24,14 @@ import websocket
 from tests.support.processes import ProcessHandle, start_process, tail, wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+)
 START_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 30.0
 LOAD_TIMEOUT = 30.0
@@ -47,12 +55,7 @@ class Browser:
         self._process = start_process(
             [
                 CHROMIUM,
-                "--headless",
-                "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
+                *HEADLESS_FLAGS,
                 "--hide-scrollbars",
                 "--remote-debugging-port=0",
                 f"--user-data-dir={profile}",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import threading
+from collections.abc import Callable, Iterator
 
 from runner.supervise.keepawake import KEEP_AWAKE_SECONDS, KeepAwake, fetch
 
@@ -65,12 +67,13 @@ def test_failures_are_said_once_and_recovery_is_said_too():
     ]
 
 
-def test_fetch_returns_the_status_of_a_real_http_server():
-    """fetch() GETs the URL and returns its status, error statuses included."""
+@contextlib.contextmanager
+def http_server(answer: Callable[[http.server.BaseHTTPRequestHandler], int]) -> Iterator[str]:
+    """A real HTTP server on a free loopback port; ``answer`` gives each GET's status."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_response(answer(self))
             self.end_headers()
 
         def log_message(self, *args):
@@ -80,13 +83,18 @@ def test_fetch_returns_the_status_of_a_real_http_server():
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        base = f"http://127.0.0.1:{server.server_port}"
-        assert fetch(f"{base}/healthz", timeout=5) == 200
-        assert fetch(f"{base}/missing", timeout=5) == 404
+        yield f"http://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_fetch_returns_the_status_of_a_real_http_server():
+    """fetch() GETs the URL and returns its status, error statuses included."""
+    with http_server(lambda request: 200 if request.path == "/healthz" else 404) as base:
+        assert fetch(f"{base}/healthz", timeout=5) == 200
+        assert fetch(f"{base}/missing", timeout=5) == 404
 
 
 def test_a_supervisord_tick_sends_a_real_request_with_its_user_agent():
@@ -99,31 +107,21 @@ def test_a_supervisord_tick_sends_a_real_request_with_its_user_agent():
     seen: list[str] = []
     arrived = threading.Event()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.headers["User-Agent"])
-            self.send_response(200)
-            self.end_headers()
-            arrived.set()
+    def answer(request) -> int:
+        seen.append(request.headers["User-Agent"])
+        arrived.set()
+        return 200
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     clock, said = Clock(), []
-    awake = KeepAwake(f"http://127.0.0.1:{server.server_port}/healthz", said.append, clock=clock)
-    events.clear()
-    events.subscribe(events.Tick60Event, awake.on_tick)
-    try:
-        events.notify(events.Tick60Event(0, None))  # too early: nothing sent
-        clock.now += KEEP_AWAKE_SECONDS
-        events.notify(events.Tick60Event(0, None))
-        assert arrived.wait(10), "no request arrived"
-        assert seen == [USER_AGENT] and said == []
-    finally:
+    with http_server(answer) as base:
+        awake = KeepAwake(f"{base}/healthz", said.append, clock=clock)
         events.clear()
-        server.shutdown()
-        server.server_close()
-        thread.join()
+        events.subscribe(events.Tick60Event, awake.on_tick)
+        try:
+            events.notify(events.Tick60Event(0, None))  # too early: nothing sent
+            clock.now += KEEP_AWAKE_SECONDS
+            events.notify(events.Tick60Event(0, None))
+            assert arrived.wait(10), "no request arrived"
+            assert seen == [USER_AGENT] and said == []
+        finally:
+            events.clear()
