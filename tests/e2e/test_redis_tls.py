@@ -96,8 +96,28 @@ def seed_env(tmp: Path, server: RedisServer) -> dict[str, str]:
         "REDIS_URL": f"redis://default:{server.password}@127.0.0.1:{server.port}",
         "REQUIRE_REDIS_SSL": "true",
         "DJANGO_SETTINGS_MODULE": "app.settings",
+        # Not the seed's: for the status page, read below over the same TLS.
+        "RUNNER_STATUS_TOKEN": STATUS_TOKEN,
     }
     return env
+
+
+STATUS_TOKEN = "status-token-for-tls-tests-0123456789"
+
+
+def status_json(env: dict[str, str]) -> dict:
+    """The status page's JSON, asked with the token (polled: the worker may still be starting)."""
+
+    def healthy() -> dict | None:
+        data = requests.get(
+            f"http://127.0.0.1:{env['PORT']}/status.json",
+            headers={"Authorization": f"Bearer {STATUS_TOKEN}"},
+            timeout=10,
+        ).json()
+        worker = {c["name"]: c for c in data["components"]}["worker"]
+        return data if worker["sign_of_life"] and worker["sign_of_life"]["ok"] else None
+
+    return wait_for(healthy, START_TIMEOUT, message="the status page never saw the worker")
 
 
 QUEUE_THEN_CLEAR = f"""
@@ -163,6 +183,10 @@ def test_the_seeds_variables_run_a_task_over_tls(seed_service: Service):
         f"runner | Redis at rediss://default:***@127.0.0.1:{port} answers (broker, results "
         "and cache; TLS, encrypted but the server is NOT verified)"
     ) in output
+    # The status page over the same TLS: it pings the worker through Redis and says the
+    # certificate is not verified.
+    redis = status_json(seed_service.env)["redis"]
+    assert (redis["reachable"], redis["tls"], redis["verified"]) == (True, True, False)
 
 
 def test_the_django_cache_reads_and_writes_over_tls(seed_service: Service):
@@ -329,6 +353,7 @@ def test_verified_tls_and_explicit_broker_and_result_urls(
         "CELERY_RESULT_BACKEND": redis_plain.url(db=2),
         "REDIS_SSL_CA_CERTS": tls_material.ca_pem_text,
         "RUN_BEAT": "false",
+        "RUNNER_STATUS_TOKEN": STATUS_TOKEN,
     }
     with start_runner(runner_env, tmp_path) as runner:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
@@ -338,7 +363,10 @@ def test_verified_tls_and_explicit_broker_and_result_urls(
             "import json; from app.celery import app; r = app.send_task('app.tasks.add', (2, 3));"
             f" print(json.dumps([r.id, r.get(timeout={TASK_TIMEOUT})]))",
         )
+        # The status page, over verified TLS: REDIS_URL's server, its certificate checked.
+        redis = status_json(runner_env)["redis"]
         output = runner.output()
+    assert (redis["reachable"], redis["tls"], redis["verified"]) == (True, True, True)
     assert result == 5
     assert redis_plain.client(db=2).exists(f"celery-task-meta-{task_id}") == 1
     assert redis_tls.client(db=0).exists(f"celery-task-meta-{task_id}") == 0

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import requests
 
 from runner.config.plan import BACKGROUND_NICENESS
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
@@ -69,11 +70,30 @@ def worker_main(runner: ProcessHandle) -> psutil.Process:
     return wait_for(find, START_TIMEOUT, message="no worker process under the runner")
 
 
+STATUS_TOKEN = "status-token-for-runner-tests-0123456789"
+
+
+def local_status_when_beat_sent(env: dict[str, str]) -> dict | None:
+    """/status.json once the worker answered its ping and beat says what it sent."""
+    data = requests.get(
+        f"http://127.0.0.1:{env['PORT']}/status.json",
+        headers={"Authorization": f"Bearer {STATUS_TOKEN}"},
+        timeout=10,
+    ).json()
+    signs = {c["name"]: c["sign_of_life"] for c in data["components"]}
+    worker_ok = signs["worker"] is not None and signs["worker"]["ok"]
+    beat_sent = signs["beat"] is not None and "last sent app.tasks.record_heartbeat" in (
+        signs["beat"]["summary"]
+    )
+    return data if worker_ok and beat_sent else None
+
+
 def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tmp_path: Path):
     """Without Redis: /healthz answers, a task sent from another process returns its result,
     the periodic heartbeat fires, every log line is prefixed, and SIGTERM exits 0 leaving no
     process behind."""
     speed_up_heartbeat(runner_env)
+    runner_env["RUNNER_STATUS_TOKEN"] = STATUS_TOKEN
     runner = start_runner(runner_env, tmp_path)
     with runner:
         response = wait_http_ok(
@@ -86,6 +106,12 @@ def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tm
             PERIODIC_TIMEOUT,
             message=lambda: f"no heartbeat recorded; output:\n{runner.output()[-3000:]}",
         )
+        # The status page without Redis: the worker answers its ping through the local
+        # broker, beat's own record shows its sends, and Redis is "not used".
+        status = wait_for(
+            lambda: local_status_when_beat_sent(runner_env), PERIODIC_TIMEOUT, message="status"
+        )
+        assert status["redis"]["configured"] is False and status["healthy"] is True
         # The worker (and the beat it forked) run at the lower CPU priority the plan asks
         # for, the web at the normal one.
         worker = worker_main(runner)
