@@ -148,6 +148,24 @@ def seed_service(
             wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
             runner.wait_for_output("ready.", START_TIMEOUT)
             yield Service(env, server, runner, arranged["ids"], queue_length, arranged["cache"])
+            # Checked once every test has used it, whatever their order: SIGTERM stops
+            # everything with status 0, and neither the runner's output nor `plan` and
+            # `check` ever showed the password.
+            stop_cleanly_without_showing(env, runner, server.password)
+
+
+def stop_cleanly_without_showing(env: dict[str, str], runner: ProcessHandle, password: str):
+    tree = runner.tree()
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(STOP_TIMEOUT) == EXIT_OK, runner.output()[-3000:]
+    assert_no_survivors(tree, timeout=10)
+    outputs = [runner.output()]
+    for args in (("plan",), ("plan", "--json"), ("check",)):
+        done = runner_command(env, *args)
+        outputs.append(done.stdout + done.stderr)
+    for output in outputs:
+        for secret in secret_forms(password):
+            assert secret not in output
 
 
 def test_tasks_queued_before_cache_clear_still_run(seed_service: Service):
@@ -321,23 +339,6 @@ def test_peak_connections_stay_within_the_budget(seed_service: Service):
     assert peak <= plan["total"] <= plan["budget"]
     for kind, most in per_kind.items():
         assert most <= model[kind], (kind, most, dict(per_kind), model)
-
-
-def test_the_password_never_appears_and_sigterm_stops_cleanly(seed_service: Service):
-    """Neither the runner's output nor `runner plan`/`check` ever show the password; SIGTERM
-    then stops everything with status 0."""
-    env, runner = seed_service.env, seed_service.runner
-    tree = runner.tree()
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(STOP_TIMEOUT) == EXIT_OK, runner.output()[-3000:]
-    assert_no_survivors(tree, timeout=10)
-    outputs = [runner.output()]
-    for args in (("plan",), ("plan", "--json"), ("check",)):
-        done = runner_command(env, *args)
-        outputs.append(done.stdout + done.stderr)
-    for output in outputs:
-        for secret in secret_forms(seed_service.server.password):
-            assert secret not in output
 
 
 def test_verified_tls_and_explicit_broker_and_result_urls(
