@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "plan":
             _settings, plan = launch.load(os.environ, cwd)
+            if plan.migrate is None:
+                launch.refuse_unmigrated()  # what start would refuse, plan says too
             print(_plan_json(plan) if args.json else _plan_text(plan))
             return EXIT_OK
         if args.command == "check":

@@ -102,7 +102,8 @@ def test_unwritable_data_directory_is_a_clear_error(runner_env, tmp_path: Path):
 
 def test_run_migrations_false_on_a_database_never_migrated_is_one_line(runner_env, tmp_path):
     """RUN_MIGRATIONS=false against a fresh database: one line naming the variable, the
-    database and the fix, exit status 2, no traceback, and no database file created."""
+    database and the fix, exit status 2, no traceback, and no database file created; ``plan``
+    says the same."""
     runner_env["RUN_MIGRATIONS"] = "false"
     database = Path(runner_env["DATABASE_URL"].removeprefix("sqlite:///"))
     runner = start_runner(runner_env, tmp_path)
@@ -115,6 +116,14 @@ def test_run_migrations_false_on_a_database_never_migrated_is_one_line(runner_en
         "unset RUN_MIGRATIONS to migrate at start, or run `python manage.py migrate` first"
     ]
     assert "Traceback" not in output and "Warning" not in output
+    assert not database.exists()
+    plan = subprocess.run(
+        [sys.executable, "-m", "runner", "plan"],
+        env=runner_env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert plan.returncode == 2 and plan.stderr.splitlines() == [
+        line for line in output.splitlines() if "error:" in line
+    ]
     assert not database.exists()
 
 
