@@ -159,10 +159,8 @@ def refuse_unmigrated() -> None:
 
         if not settings.configured:
             return
-        database = settings.DATABASES.get("default", {})
-        sqlite = "sqlite3" in str(database.get("ENGINE", ""))
-        name = str(database.get("NAME") or "")
-        if sqlite and name not in ("", ":memory:") and not Path(name).exists():
+        sqlite = sqlite_file()
+        if sqlite and sqlite != ":memory:" and not Path(sqlite).exists():
             tables: list[str] = []  # do not create the file by connecting to it
         else:
             from django.db import connections
@@ -179,7 +177,7 @@ def refuse_unmigrated() -> None:
         return
     if "django_migrations" in tables:
         return
-    where = f"SQLite file {name}" if sqlite else (database_address() or "the default database")
+    where = f"SQLite file {sqlite}" if sqlite else (database_address() or "the default database")
     raise ConfigError(
         [
             Problem(

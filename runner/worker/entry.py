@@ -275,10 +275,10 @@ class TaskCountRestart:
 
 def restart_after_tasks() -> TaskCountRestart | None:
     """The task counter the plan asked for (RUNNER_RESTART_AFTER_TASKS), connected."""
-    value = os.environ.get(RESTART_AFTER_TASKS_VARIABLE, "")
-    if not value.isdigit() or int(value) < 1:
+    limit = memory_check.positive_int(RESTART_AFTER_TASKS_VARIABLE)
+    if limit is None:
         return None
-    counter = TaskCountRestart(int(value))
+    counter = TaskCountRestart(limit)
     task_postrun.connect(counter, weak=False)
     return counter
 

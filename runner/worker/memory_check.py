@@ -88,11 +88,17 @@ class MemoryShareRestart:
         self.restart()
 
 
+def positive_int(variable: str) -> int | None:
+    """A whole number of at least 1 the plan put in ``variable``, else None."""
+    value = os.environ.get(variable, "")
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def install() -> MemoryShareRestart | None:
     """The check the plan asked for (``RUNNER_WORKER_SHARE_MB``), connected; else None."""
-    value = os.environ.get(WORKER_SHARE_VARIABLE, "")
-    if not value.isdigit() or int(value) < 1:
+    share = positive_int(WORKER_SHARE_VARIABLE)
+    if share is None:
         return None
-    check = MemoryShareRestart(int(value))
+    check = MemoryShareRestart(share)
     task_postrun.connect(check, weak=False)
     return check
