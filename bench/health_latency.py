@@ -28,7 +28,7 @@ import psutil
 import requests
 
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, start_process, wait_for
+from tests.support.processes import ProcessHandle, program_main, start_process, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env
 
@@ -65,10 +65,8 @@ class Row:
 def worker_pool(runner: ProcessHandle) -> list[psutil.Process]:
     """The processes that run tasks: the prefork pool's children, or, with the threads pool
     (no children: beat is off here), the worker's main process itself."""
-    for child in psutil.Process(runner.pid).children():
-        if "worker" in child.cmdline() and "runner.worker.entry" in " ".join(child.cmdline()):
-            return child.children() or [child]
-    return []
+    main = program_main(runner.pid, "worker")
+    return (main.children() or [main]) if main is not None else []
 
 
 def cores_used(processes: list[psutil.Process], seconds: float) -> float:

@@ -56,6 +56,7 @@ from runner.supervise.memory import MB, ProcessTreeMemory, sample_tree
 from runner.web.django_settings import runner_settings
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, start_process, tail, wait_for
+from tests.support.processes import program_of as supervised_program
 from tests.support.redis_server import RedisServer
 from tests.support.runner import build_runner_env
 
@@ -325,17 +326,6 @@ class RunResult:
     warm_processes: list[ProcessRecord] = field(default_factory=list)
 
 
-def _program_of(argv: list[str], fallback: str) -> str:
-    text = " ".join(argv)
-    if "gunicorn" in text:
-        return "web"
-    if " worker" in text:
-        return "worker"
-    if " beat" in text:
-        return "beat"
-    return fallback
-
-
 def _records(service: Service, tree: ProcessTreeMemory) -> list[ProcessRecord]:
     """Name each process's program: below supervisord by command line, else the service's."""
     program_of: dict[int, str] = {}
@@ -347,10 +337,10 @@ def _records(service: Service, tree: ProcessTreeMemory) -> list[ProcessRecord]:
             roots.add(process.pid)
         elif supervised and process.ppid == tree.root_pid:
             try:
-                argv = psutil.Process(process.pid).cmdline()
+                program = supervised_program(psutil.Process(process.pid))
             except psutil.Error:
-                argv = []
-            program_of[process.pid] = _program_of(argv, "unknown")
+                program = None
+            program_of[process.pid] = program or "unknown"
             roots.add(process.pid)
         else:
             program_of[process.pid] = program_of.get(process.ppid, "unknown")

@@ -29,7 +29,7 @@ import psutil
 from bench.startup import settled_pss_mb, total_pss_mb
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
-from tests.support.processes import ProcessHandle, start_process, wait_for
+from tests.support.processes import ProcessHandle, program_of, start_process, wait_for
 from tests.support.real_project import CELERY_APP, PRODUCTION, checkout, install, project_env, run
 from tests.support.redis_server import RedisServer
 from tests.support.runner import build_runner_env, wait_http_ok
@@ -81,8 +81,7 @@ def per_program_mb(runner: ProcessHandle) -> dict[str, float]:
     """PSS of each program's tree under supervisord (the runner's PID after its exec)."""
     found: dict[str, float] = {}
     for child in psutil.Process(runner.pid).children():
-        command = " ".join(child.cmdline())
-        name = "web" if "gunicorn" in command else "worker" if "worker" in command else "beat"
+        name = program_of(child) or "beat"
         found[name] = total_pss_mb([child, *child.children(recursive=True)])
     found["supervisord"] = total_pss_mb([psutil.Process(runner.pid)])
     return found

@@ -293,5 +293,3 @@ class ReadAheadThreadWorker(ThreadWorker):
         )
         self._closed_slow = 0
         self._reported_at = now
-
-

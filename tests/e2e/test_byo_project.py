@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.support.processes import wait_for
+from tests.support.processes import program_processes, wait_for
 from tests.support.runner import (
     REPO_ROOT,
     SHELL_COMMAND,
@@ -355,8 +355,8 @@ def test_a_projects_gunicorn_conf_is_reported_not_half_applied(runner_env, tmp_p
         wait_http_ok(health_url(env), START_TIMEOUT, runner)
         requests.get(health_url(env).replace("/healthz", "/nowhere"), timeout=10)
         wait_for(lambda: '"GET /nowhere' in runner.output(), TASK_TIMEOUT)
-        web = [p for p in runner.tree() if "-m gunicorn" in " ".join(p.cmdline())]
-        assert len(web) == 2, [p.cmdline() for p in web]  # master and the plan's one worker
+        web = program_processes(runner.pid, "web")
+        assert len(web) == 2, web  # master and the plan's one worker
         stop_and_check(runner)
     finally:
         runner.kill_tree()

@@ -21,7 +21,12 @@ import requests
 from runner.config.plan import CELERY_BEAT_NAME
 from tests.conftest import make_password
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.processes import (
+    ProcessHandle,
+    assert_no_survivors,
+    program_main,
+    wait_for,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.runner import run_client, start_runner, wait_http_ok
 
@@ -93,20 +98,8 @@ def stop_and_check(runner: ProcessHandle) -> None:
     assert_no_survivors(tree, timeout=10)
 
 
-def program(runner: ProcessHandle, *words: str) -> psutil.Process | None:
-    """The supervised child of the runner whose command line contains all ``words``."""
-    for child in psutil.Process(runner.pid).children():
-        try:
-            command = child.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if all(any(word in part for part in command) for word in words):
-            return child
-    return None
-
-
 def web_master(runner: ProcessHandle) -> psutil.Process | None:
-    return program(runner, "gunicorn")
+    return program_main(runner.pid, "web")
 
 
 def web_worker(runner: ProcessHandle) -> psutil.Process | None:
@@ -116,20 +109,12 @@ def web_worker(runner: ProcessHandle) -> psutil.Process | None:
 
 
 def worker_main(runner: ProcessHandle) -> psutil.Process | None:
-    return program(runner, "runner.worker.entry", "worker")
+    return program_main(runner.pid, "worker")
 
 
 def beat(runner: ProcessHandle) -> psutil.Process | None:
-    """The separate beat program: ``beat`` as Celery's subcommand, not a substring (the
-    worker's ``--without-heartbeat`` and embedded ``--beat`` contain it too)."""
-    for child in psutil.Process(runner.pid).children():
-        try:
-            command = child.cmdline()
-        except psutil.NoSuchProcess:
-            continue
-        if "runner.worker.entry" in command and "beat" in command:
-            return child
-    return None
+    """The separate beat program (supervisord's child; the embedded one is the worker's)."""
+    return program_main(runner.pid, "beat")
 
 
 def embedded_beat(runner: ProcessHandle) -> psutil.Process | None:
@@ -249,7 +234,8 @@ def test_persistent_redis_restart_loses_no_task(runner_env, tmp_path: Path, tmp_
         runner = start_runner(runner_env, tmp_path)
         with runner:
             wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
-            worker_before = worker_main(runner)
+            # The web answers first (its fork does not wait for Celery's imports).
+            worker_before = wait_for(lambda: worker_main(runner), START_TIMEOUT)
             before = run_client(
                 runner_env,
                 "from app.celery import app; print(' '.join(app.send_task('app.tasks.slow', "

@@ -23,6 +23,7 @@ def stack():
     with contextlib.ExitStack() as exits:
         yield exits
 
+
 START_TIMEOUT = 90  # two cold starts at once on two cores
 STOP_TIMEOUT = 30
 WAITING = "runner | waiting for another instance to finish migrations"

@@ -28,7 +28,7 @@ from runner.errors import EXIT_BAD_CONFIG, EXIT_FAILURE, EXIT_OK
 from tests.conftest import make_password
 from tests.support.certs import TlsMaterial
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.processes import ProcessHandle, assert_no_survivors, program_of, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import (
     REPO_ROOT,
@@ -232,25 +232,27 @@ def runner_connections(runner: ProcessHandle, port: int) -> dict[int, tuple[str,
 
 
 def kind_of(process: psutil.Process) -> str:
-    """Which of the budget's process kinds ``process`` is, from its place in the tree.
+    """Which of the budget's process kinds ``process`` is, from its program and its parent's
+    (``program_of``: the same in both models).
 
-    Pool children and the embedded beat share the worker's command line; the runner's Celery
-    hooks name them celery-child and celery-beat when installed, else they are told apart
-    only as "worker child" (a pool child or beat).
+    The runner's Celery hooks name pool children celery-child and the embedded beat
+    celery-beat when installed, else a worker's child is only a "worker child".
     """
     try:
-        command = " ".join(process.cmdline())
-        parent = " ".join(process.parent().cmdline()) if process.parent() else ""
+        program = program_of(process)
+        parent = program_of(process.parent()) if process.parent() else None
         name = process.name()
     except psutil.Error:
         return "gone"
-    if "gunicorn" in command:
-        return "web worker" if "gunicorn" in parent else "web master"
-    if "runner.worker.entry" not in command:
+    if program == "web":
+        return "web worker" if parent == "web" else "web master"
+    if program == "beat":
+        return "beat"
+    if program != "worker":
         return "other"
-    if "runner.worker.entry" not in parent:
-        return "worker main" if " worker " in f"{command} " else "beat"
-    return {"celery-beat": "beat", "celery-child": "pool child"}.get(name, "worker child")
+    if parent != "worker":
+        return "worker main"
+    return "pool child" if name == "celery-child" else "worker child"
 
 
 def model_per_process(plan: dict) -> dict[str, int]:

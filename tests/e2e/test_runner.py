@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from runner.config.plan import BACKGROUND_NICENESS
-from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
+from tests.support.processes import ProcessHandle, assert_no_survivors, program_main, wait_for
 from tests.support.runner import (
     REPO_ROOT,
     run_client,
@@ -40,7 +40,7 @@ STOP_TIMEOUT = 30
 PERIODIC_TIMEOUT = 30
 # The port is checked first, before the project is imported: a second here, 10 on Render.
 PORT_CHECK_SECONDS = 10
-EVERY_LINE = re.compile(r"^(web|worker|beat|runner|migrate) *\| ")
+EVERY_LINE = re.compile(r"^(web|worker|beat|runner|migrate|import) *\| ")
 
 
 def send_add_task(env: dict[str, str]) -> str:
@@ -61,13 +61,11 @@ def heartbeat_count(env: dict[str, str]) -> int:
 def worker_main(runner: ProcessHandle) -> psutil.Process:
     """The Celery worker's main process: the supervised child running celery_entry."""
 
-    def find() -> psutil.Process | None:
-        for child in psutil.Process(runner.pid).children():
-            if "runner.worker.entry" in " ".join(child.cmdline()) and "worker" in child.cmdline():
-                return child
-        return None
-
-    return wait_for(find, START_TIMEOUT, message="no worker process under the runner")
+    return wait_for(
+        lambda: program_main(runner.pid, "worker"),
+        START_TIMEOUT,
+        message="no worker process under the runner",
+    )
 
 
 STATUS_TOKEN = "status-token-for-runner-tests-0123456789"
@@ -82,8 +80,9 @@ def local_status_when_beat_sent(env: dict[str, str]) -> dict | None:
     ).json()
     signs = {c["name"]: c["sign_of_life"] for c in data["components"]}
     worker_ok = signs["worker"] is not None and signs["worker"]["ok"]
-    beat_sent = signs["beat"] is not None and "last sent app.tasks.record_heartbeat" in (
-        signs["beat"]["summary"]
+    beat_sent = (
+        signs["beat"] is not None
+        and "last sent app.tasks.record_heartbeat" in (signs["beat"]["summary"])
     )
     return data if worker_ok and beat_sent else None
 
@@ -117,7 +116,7 @@ def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tm
         worker = worker_main(runner)
         assert worker.nice() == BACKGROUND_NICENESS
         assert {child.nice() for child in worker.children()} <= {BACKGROUND_NICENESS}
-        web = next(c for c in psutil.Process(runner.pid).children() if "gunicorn" in c.cmdline())
+        web = program_main(runner.pid, "web")
         assert web.nice() == psutil.Process().nice()
         stop_and_check(runner)
     output = runner.output()

@@ -94,6 +94,50 @@ def describe(process: psutil.Process) -> str:
     return f"pid {process.pid} ({command})"
 
 
+def program_of(process: psutil.Process) -> str | None:
+    """Which of the runner's programs ``process`` belongs to: "web" (Gunicorn's master or a
+    worker), "worker" (Celery's worker main or a pool child), "beat" (a separate or embedded
+    beat), or None. The same answer in both models: an executed program says it in its
+    command line; a forked one keeps the runner's command line and says it in its kernel
+    name (``runner.supervise.forked``; Celery's hooks name the pool children and beat)."""
+    try:
+        name, argv = process.name(), process.cmdline()
+    except psutil.Error:
+        return None
+    command = " ".join(argv)
+    if name == "gunicorn" or "-m gunicorn" in command:
+        return "web"
+    if name == "celery-beat" or (
+        "runner.worker.entry" in command and "beat" in argv[3:] and "worker" not in argv
+    ):
+        return "beat"
+    if name.startswith("celery") or ("runner.worker.entry" in command and "worker" in argv):
+        return "worker"
+    return None
+
+
+def program_processes(root: int | psutil.Process, program: str) -> list[psutil.Process]:
+    """Every live process of ``program`` under ``root`` (a runner's PID), parents first."""
+    try:
+        top = root if isinstance(root, psutil.Process) else psutil.Process(root)
+        descendants = top.children(recursive=True)
+    except psutil.Error:
+        return []
+    return [p for p in descendants if program_of(p) == program]
+
+
+def program_main(root: int | psutil.Process, program: str) -> psutil.Process | None:
+    """``program``'s main process (supervisord's child): Gunicorn's master, Celery's worker
+    main or the separate beat; None while there is none."""
+    for process in program_processes(root, program):
+        try:
+            if process.ppid() == (root if isinstance(root, int) else root.pid):
+                return process
+        except psutil.Error:
+            continue
+    return None
+
+
 class ProcessHandle:
     """A process started in its own session, with output captured to a log file.
 
