@@ -72,6 +72,13 @@ class ProcessCost:
 # PSS splits the pages a parent shares with its forked children evenly, so only these sums
 # mean something, not one process's figure.
 SUPERVISORD = ProcessCost(18, 18)  # python -m runner.supervise.supervisord: supervisord + our relay
+# The fork model (runner.supervise.preload): supervisord's process holds Django, the project
+# and Celery for every program it forks, and its PSS carries its part of those shared pages;
+# each program's shrinks by more (python -m bench.model_memory: idle after work, demo, 2
+# runs: supervisord 18.7 -> 32.9 MB, web 73.5 -> 53.5, worker 86.9 -> 68.8, total 179 ->
+# 155). The programs keep
+# the exec model's costs below: what they need if the runner falls back to it.
+SUPERVISORD_PRELOADED = ProcessCost(33, 33)
 WEB_MASTER = ProcessCost(48, 46)  # Gunicorn master, --preload: Django and the project
 # A forked worker costs little until it runs code: serving pages un-shares (copy-on-write)
 # what it touches, +23 MB each here. Still cheaper than without --preload (seed: 2 workers

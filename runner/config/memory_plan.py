@@ -35,6 +35,7 @@ from runner.config.budget import (
     CELERY_THREADS_MAIN,
     CELERY_THREADS_THREAD,
     SUPERVISORD,
+    SUPERVISORD_PRELOADED,
     WEB_GTHREAD_THREAD,
     WEB_GTHREAD_WORKER,
     WEB_MASTER,
@@ -134,10 +135,16 @@ def plan_memory(
     worker_capacity: int | None,
     beat: str | None,  # "embedded", "separate" or None (no beat)
     pool: str = "auto",
+    preloaded: bool = False,
 ) -> MemoryPlan:
-    """Shapes and shares for the enabled components (capacity None: component off)."""
-    floor: dict[str, int] = {"supervisord": SUPERVISORD.working_mb}
-    lines = [f"supervisord {SUPERVISORD.working_mb} MB"]
+    """Shapes and shares for the enabled components (capacity None: component off);
+    ``preloaded``: the fork model, supervisord holding what the programs import."""
+    supervisord = SUPERVISORD_PRELOADED if preloaded else SUPERVISORD
+    floor: dict[str, int] = {"supervisord": supervisord.working_mb}
+    lines = [
+        f"supervisord {supervisord.working_mb} MB"
+        + (" (holds the preloaded project: RUNNER_FORK)" if preloaded else "")
+    ]
     web = worker = None
     if web_capacity is not None:
         web = web_shape(web_capacity)

@@ -383,6 +383,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         else None,
         beat=("embedded" if embed_beat else "separate") if settings.run_beat else None,
         pool=settings.celery_pool,
+        preloaded=settings.fork,
     )
     if memory.worker is not None and (
         note := _time_limit_note(settings, project, memory.worker.pool)

@@ -183,6 +183,14 @@ VARIABLES: tuple[Variable, ...] = (
         "they cannot fit; `python -m runner plan` shows the sum.",
     ),
     Variable(
+        "RUNNER_FORK",
+        "true",
+        "Import the project once and fork web, worker and beat from it (a wake and a restart "
+        "start no new interpreter); falls back by itself, saying why, when the project's "
+        "import starts a thread or opens a connection. `false`: each program is its own "
+        "interpreter.",
+    ),
+    Variable(
         "RUNNER_STATUS_TOKEN",
         "(unset: staff login only)",
         "Token that opens `/status/` and `/status.json` without a login "
@@ -230,6 +238,7 @@ class Settings:
     worker_log_level: str | None = None  # -l in CELERY_WORKER_ARGS; else LOG_LEVEL
     beat_log_level: str | None = None
     beat_scheduler: str | None = None  # -S in CELERY_BEAT_ARGS (or the worker's)
+    fork: bool = True  # RUNNER_FORK: programs forked from the preloaded runner
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -356,6 +365,7 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         status_token=env.text("RUNNER_STATUS_TOKEN"),
         keep_awake_url=env.text("KEEP_AWAKE_URL"),
         beat_leader_lock_seconds=read_beat_leader_lock_seconds(env),
+        fork=env.bool("RUNNER_FORK", True),
     )
     settings = _with_celery_args(env, settings)
     if settings.status_token and len(settings.status_token) < MIN_STATUS_TOKEN_LENGTH:

@@ -22,7 +22,8 @@ A web-only runner (``RUN_WORKER`` and ``RUN_BEAT`` false) only looks up the sett
 Side effects, kept to this module: the project's directory is put on ``sys.path``, and the
 project's modules stay imported. ``os.environ`` is restored afterwards (projects call
 ``os.environ.setdefault`` when imported) and whatever the project prints while being
-imported is dropped: every program prints it again, under its own name.
+imported is kept aside: programs started as new interpreters print it again, under their own
+names; in the fork model they do not, and the runner shows it once (``import | ...``).
 """
 
 from __future__ import annotations
@@ -213,13 +214,31 @@ def _app_name(app: object, celery_app: str) -> str:
     return celery_app
 
 
+# What the project printed while this process imported it (programs forked from this
+# process do not print it again: runner.supervise.launch shows it once).
+printed_on_import: list[str] = []
+
+
+@contextlib.contextmanager
+def capturing_output() -> Iterator[None]:
+    """What is printed inside goes to :data:`printed_on_import`, not to stdout or stderr."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            yield
+    finally:
+        if out.getvalue():
+            printed_on_import.append(out.getvalue())
+
+
 @contextlib.contextmanager
 def _importing_from(cwd: Path, settings_module: str) -> Iterator[None]:
-    """Import the project as its programs will; then restore the environment, drop the output."""
+    """Import the project as its programs will; then restore the environment; the output is
+    kept aside (:func:`capturing_output`)."""
     saved = dict(os.environ)
     os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with capturing_output():
             yield
     finally:
         os.environ.clear()

@@ -1,12 +1,15 @@
-"""The runner's side effects: check the ground, migrate, write the config, exec supervisord.
+"""The runner's side effects: check the ground, migrate, write the config, become supervisord.
 
 Everything before here is pure (settings -> plan -> config text); this module is the one
-that touches the file system, starts a process and replaces itself with supervisord.
+that touches the file system and turns the runner's process into supervisord: in the fork
+model by running supervisord in this process once the programs' modules are imported
+(``runner.supervise.preload``), otherwise by ``exec``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -30,8 +33,8 @@ from runner.config.project import RedisConsumer, find_project
 from runner.config.settings import Settings, load_settings, local_paths
 from runner.config.supervisord_conf import LIMITS_NAME, SOCKET_NAME, render_supervisord_conf
 from runner.errors import ConfigError, PreflightError, Problem, StartError
-from runner.supervise import data_dir
-from runner.supervise.discover import discover, read_manage_py
+from runner.supervise import data_dir, preload
+from runner.supervise.discover import discover, printed_on_import, read_manage_py
 from runner.supervise.logrelay import prefix
 from runner.supervise.migrate_lock import migration_lock
 from runner.supervise.migrations import run_migrations
@@ -256,7 +259,9 @@ def check(environ: Mapping[str, str], cwd: Path) -> None:
 
 
 def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
-    """Check, migrate, then become supervisord (exec: the platform's signals reach it)."""
+    """Check, migrate, then become supervisord (in this process: the platform's signals
+    reach it)."""
+    before = preload.open_descriptors()  # not the project's: the platform's, a shell's
     settings, plan = load(environ, cwd)
     for note in plan.notes:
         say(note)
@@ -270,7 +275,7 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     # Private from here on: the local queue, results and SQLite database, this user's only.
     os.umask(data_dir.PRIVATE_UMASK)
     prepare_data_dir(settings, plan)
-    data_dir.hold(settings.data_dir)
+    lock = data_dir.hold(settings.data_dir)
     if plan.memory is not None:
         budget = plan.memory.budget
         shares = ", ".join(f"{name} {mb} MB" for name, mb in plan.shares_mb.items())
@@ -299,7 +304,43 @@ def start(environ: Mapping[str, str], cwd: Path) -> NoReturn:
     else:
         refuse_unmigrated()
     conf = write_config(plan)
-    # After exec this PID is supervisord's: `python -m runner status` finds it here.
+    # This PID is supervisord's from here on: `python -m runner status` finds it here.
     write_pointer(settings.data_dir, os.getpid(), f"unix://{conf.parent / SOCKET_NAME}", cwd)
+    hazard = fork_or_why(settings, before)
+    if hazard is None:
+        # Printed once, in this process: the forked programs do not import the project again.
+        for text in printed_on_import:
+            for line in text.splitlines():
+                sys.stdout.write(prefix("import") + line + "\n")
     sys.stdout.flush()
+    if hazard is None:
+        become_supervisord(conf, env, preload.inherited_files(before, own={lock}))
+    if settings.fork:
+        say(
+            f"each program starts its own interpreter: {hazard}, and a fork would copy it "
+            f"half-alive; {preload.FORK_VARIABLE}=false starts them so without this check"
+        )
+        sys.stdout.flush()
     os.execve(sys.executable, [sys.executable, "-m", SUPERVISORD_MODULE, str(conf)], env)
+
+
+def fork_or_why(settings: Settings, before: frozenset[int]) -> str | None:
+    """None when the programs are to be forked from this process, with the web's modules
+    imported (``runner.supervise.preload``); otherwise why not."""
+    if not settings.fork:
+        return f"{preload.FORK_VARIABLE}=false"
+    preload.preload_web()
+    return preload.fork_hazard(before)
+
+
+def become_supervisord(conf: Path, env: Mapping[str, str], inherited: frozenset[int]) -> NoReturn:
+    """Run supervisord in this process, the programs forked from it (the fork model); the
+    ``inherited`` descriptors stay open in every program."""
+    from runner.supervise import supervisord
+
+    os.environ.clear()
+    os.environ.update(env)
+    # What the import made stays where it is: a collection in a forked program would
+    # otherwise write to every object's page and un-share it.
+    gc.freeze()
+    sys.exit(supervisord.main([str(conf)], inherited=inherited))

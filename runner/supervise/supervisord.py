@@ -34,6 +34,8 @@ from runner.config.settings import load_settings
 from runner.config.supervisord_conf import GROUP, LIMITS_NAME
 from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
 from runner.prctl import die_with_parent
+from runner.supervise import preload
+from runner.supervise.forked import become, entry_for
 from runner.supervise.keepawake import KeepAwake
 from runner.supervise.logrelay import LineRelay, prefix
 from runner.supervise.memory_guard import MemoryGuard
@@ -60,12 +62,43 @@ class ExplainingHandler(loggers.StreamHandler):
 
 
 class RunnerServerOptions(ServerOptions):
-    """supervisord's options with our log handler instead of its stdout format, and children
-    that die with supervisord."""
+    """supervisord's options with our log handler instead of its stdout format, children
+    that die with supervisord and, in the fork model, programs run in the forked child."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        inherited: frozenset[int] | None = None,
+        spared: frozenset[int] = frozenset(),
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.supervisord_pid = os.getpid()
+        # The fork model: the project's files every program keeps (None: the exec model).
+        self.inherited = inherited
+        # Open before supervisord's loop first ran: not the leftovers a reload closes.
+        self.spared = spared
+        # Whether the program being spawned now is forked (no other thread at its fork).
+        self.fork_this = True
+
+    @property
+    def fork_model(self) -> bool:
+        return self.inherited is not None
+
+    def close_fd(self, fd: int) -> None:
+        """In the forked child, before the program runs: supervisord closes every descriptor
+        but 0-2; the project's own files stay, as a fork would keep them."""
+        if self.inherited and fd in self.inherited:
+            return
+        super().close_fd(fd)
+
+    def cleanup_fds(self) -> None:
+        """At a reload (SIGHUP) supervisord closes descriptors it may have leaked; not those
+        it was started with (the data directory's lock, the project's files)."""
+        for fd in range(5, self.minfds):
+            if fd not in self.spared:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def execve(self, filename, argv, env):
         """In the forked child, just before the program replaces it: the kernel is to send
@@ -75,6 +108,9 @@ class RunnerServerOptions(ServerOptions):
         name = env.get(PARENT_DEATH_SIGNAL_VARIABLE)
         if name:
             die_with_parent(signal.Signals[f"SIG{name}"], self.supervisord_pid)
+        entry = entry_for(argv) if self.fork_model and self.fork_this else None
+        if entry is not None:
+            become(argv, env, entry)  # the program, with what this process preloaded
         return super().execve(filename, argv, env)
 
     def make_logger(self) -> None:
@@ -135,6 +171,16 @@ class RunnerSupervisor(Supervisor):
         with contextlib.suppress(OSError):
             write_starts(Path(self.options.configfile).parent, self.starts)
 
+    def before_fork(self, name: str) -> None:
+        """In the fork model, just before ``name`` is forked: its modules imported, and no
+        other thread alive (the keep-awake request's, if one is in flight, is waited for)."""
+        if name != "web":
+            # After the web's fork: the web does not wait for these imports.
+            preload.preload_celery()
+        self.options.fork_this = preload.without_threads()
+        if not self.options.fork_this:
+            self.say(f"{name} starts its own interpreter: a thread of this process is busy")
+
     def on_state(self, event: events.ProcessStateEvent) -> None:
         group = event.process.group
         if group is None or group.config.name != GROUP:
@@ -142,6 +188,8 @@ class RunnerSupervisor(Supervisor):
         name = event.process.config.name
         if isinstance(event, events.ProcessStateStartingEvent):
             self.record_start(name)
+            if self.options.fork_model:
+                self.before_fork(name)
         if not isinstance(
             event, (events.ProcessStateStartingEvent, events.ProcessStateRunningEvent)
         ):
@@ -162,15 +210,18 @@ def read_limits(run_dir: Path) -> Limits | None:
         return None
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], inherited: frozenset[int] | None = None) -> int:
+    """supervisord on the config ``argv[0]``, until it stops; its exit status. ``inherited``:
+    the fork model (``runner.supervise.preload``), with the files every program keeps."""
     conf = Path(argv[0])
     # Validated by runner.supervise.launch before the exec; read again from the same environment.
     keep_awake_url = load_settings(os.environ, Path.cwd()).keep_awake_url
     limits = read_limits(conf.parent)
+    spared = frozenset(int(fd) for fd in os.listdir("/proc/self/fd"))
     first = True
     status = EXIT_OK
     while True:  # supervisord's own loop: SIGHUP reloads the configuration
-        options = RunnerServerOptions()
+        options = RunnerServerOptions(inherited=inherited, spared=spared)
         options.realize(["-c", str(conf)])
         options.first = first
         options.test = False

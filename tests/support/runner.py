@@ -24,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST_VARIABLES_REMOVED = (*(v.name for v in VARIABLES), "MEMORY_BUDGET_MB")
 """Variables the runner reads, dropped from the host environment: a test sets those it wants."""
 
+MODEL_VARIABLE = "RUNNER_TESTS_FORK"
+"""Set (``false``) in the host environment, it is every runner's ``RUNNER_FORK``: how CI runs
+the fault and budget tests in the exec model too (``.ci/run``)."""
+
 SHELL_COMMAND = (
     "manage.py",
     "shell",
@@ -53,6 +57,8 @@ def build_runner_env(environ: Mapping[str, str], tmp_path: Path, port: int) -> d
         # tmp dir too, so a runner killed by the test leaves nothing in /tmp.
         "TMPDIR": str(tmp_path),
     }
+    if environ.get(MODEL_VARIABLE):
+        env["RUNNER_FORK"] = environ[MODEL_VARIABLE]
     return env
 
 

@@ -82,3 +82,18 @@ def test_report_says_how_many_runs_where_and_when_above_the_table():
     assert heading.startswith("Medians of 3 run(s), 2026-11-25, 2 cores, Python 3.11.7.")
     assert "runner: R;" in heading
     assert rest.startswith("| | runner (1 service) | seed (3 services) | runner / seed |")
+
+
+def test_the_exec_model_gets_its_own_columns_when_measured():
+    """With RUNNER_FORK=false figures the table has both runner models, each with its ratio."""
+    figures = {
+        "runner": {"idle_pss_mb": 120.0},
+        "runner-exec": {"idle_pss_mb": 180.0},
+        "seed": {"idle_pss_mb": 300.0},
+    }
+    header, _rule, first, *_ = table(figures).splitlines()
+    assert header == (
+        "| | runner (1 service) | runner, RUNNER_FORK=false | seed (3 services) "
+        "| runner / seed | RUNNER_FORK=false / seed |"
+    )
+    assert first == "| idle memory, total PSS (MB) | 120 | 180 | 300 | 0.40 | 0.60 |"

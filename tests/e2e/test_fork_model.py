@@ -1,0 +1,164 @@
+"""The fork model end to end: programs forked from the runner's preloaded process, forked
+again at a restart, and the exec model when the project's import makes forking unsafe.
+
+Real runner, supervisord, Gunicorn and Celery, on the demo project; the projects that start a
+thread or open a log file at import are the demo's settings with two lines more, written into
+the test's directory (a settings module of the user's, not a runner fixture).
+"""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from runner.supervise.preload import FORK_VARIABLE
+from tests.support.processes import ProcessHandle, program_main, wait_for
+from tests.support.runner import run_client, start_runner, stop_and_check, wait_http_ok
+
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 90
+TASK_TIMEOUT = 30
+EXEC_LINE = "runner | each program starts its own interpreter: "
+
+
+def send_add(env: dict[str, str]) -> str:
+    code = (
+        "from app.celery import app; "
+        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
+    )
+    return run_client(env, code, TASK_TIMEOUT + 30)
+
+
+def user_settings(env: dict[str, str], tmp_path: Path, extra: str) -> None:
+    """Run the demo with a settings module of the user's: the demo's, plus ``extra``."""
+    folder = tmp_path / "user_settings"
+    folder.mkdir()
+    (folder / "user_settings.py").write_text(
+        "from app.settings import *  # noqa: F403\n" + textwrap.dedent(extra)
+    )
+    env["PYTHONPATH"] = str(folder)
+    env["DJANGO_SETTINGS_MODULE"] = "user_settings"
+    env["CELERY_APP"] = "app"
+
+
+def command_line(process: psutil.Process) -> list[str]:
+    return process.cmdline()
+
+
+def started(runner: ProcessHandle, env: dict[str, str]) -> dict[str, psutil.Process]:
+    """The web's and the worker's main processes, once the web answers and a task ran."""
+    wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
+    assert send_add(env) == "5"
+    return {
+        name: wait_for(lambda name=name: program_main(runner.pid, name), START_TIMEOUT)
+        for name in ("web", "worker")
+    }
+
+
+@pytest.mark.parametrize("broker", ["local", "redis"])
+def test_programs_are_forked_from_the_runner_and_forked_again_at_a_restart(
+    runner_env, tmp_path: Path, broker: str, request: pytest.FixtureRequest
+):
+    """By default no program is a new interpreter: each keeps the runner's command line
+    (nothing was executed) under its own kernel name; a worker that crashed is forked again
+    from the same preloaded process and runs tasks; SIGTERM stops everything. With Redis
+    too: the runner's own checks and migration lock leave no connection behind to share."""
+    if broker == "redis":
+        runner_env["REDIS_URL"] = request.getfixturevalue("redis_plain").url()
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        mains = started(runner, runner_env)
+        runner_command = command_line(psutil.Process(runner.pid))
+        assert runner_command[-2:] == ["-m", "runner"]
+        for name, process in mains.items():
+            assert command_line(process) == runner_command, name
+        assert mains["web"].name() == "gunicorn" and mains["worker"].name() == "celery"
+        # A crash: supervisord forks the worker again, from the same preloaded process.
+        crashed = mains["worker"].pid
+        mains["worker"].send_signal(signal.SIGKILL)
+        again = wait_for(
+            lambda: (w := program_main(runner.pid, "worker")) and w.pid != crashed and w,
+            START_TIMEOUT,
+            message="the worker was not started again",
+        )
+        assert command_line(again) == runner_command and again.name() == "celery"
+        assert send_add(runner_env) == "5"
+        stop_and_check(runner)
+    output = runner.output()
+    assert EXEC_LINE not in output
+
+
+def test_a_project_whose_import_starts_a_thread_runs_each_program_in_its_own_interpreter(
+    runner_env, tmp_path: Path
+):
+    """An error reporter's thread started by the settings: forking would copy it half-alive,
+    so the runner says why in one line and executes each program, which works as before."""
+    user_settings(
+        runner_env,
+        tmp_path,
+        """
+        import threading
+        threading.Thread(target=threading.Event().wait, name="error-reporter", daemon=True).start()
+        """,
+    )
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        mains = started(runner, runner_env)
+        assert "-m gunicorn" in " ".join(command_line(mains["web"]))
+        assert "runner.worker.entry" in " ".join(command_line(mains["worker"]))
+        stop_and_check(runner)
+    lines = [line for line in runner.output().splitlines() if line.startswith(EXEC_LINE)]
+    assert lines == [
+        EXEC_LINE + "the project's import started 1 thread(s) (error-reporter), and a fork "
+        f"would copy it half-alive; {FORK_VARIABLE}=false starts them so without this check"
+    ]
+
+
+def test_runner_fork_false_executes_every_program(runner_env, tmp_path: Path):
+    """RUNNER_FORK=false: the exec model, chosen; no line about a hazard."""
+    runner_env[FORK_VARIABLE] = "false"
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        mains = started(runner, runner_env)
+        assert "-m gunicorn" in " ".join(command_line(mains["web"]))
+        assert "runner.worker.entry" in " ".join(command_line(mains["worker"]))
+        stop_and_check(runner)
+    assert EXEC_LINE not in runner.output()
+
+
+def test_a_log_file_the_settings_open_is_written_by_the_forked_web(runner_env, tmp_path: Path):
+    """A file the project opens at import (a logging FileHandler) stays open in every forked
+    program, as a fork keeps it: the web's 404 warning lands in it, nothing in a descriptor
+    that meanwhile means something else."""
+    log = tmp_path / "project.log"
+    user_settings(
+        runner_env,
+        tmp_path,
+        f"""
+        LOGGING = {{
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {{"file": {{"class": "logging.FileHandler", "filename": {str(log)!r}}}}},
+            "loggers": {{"django.request": {{"handlers": ["file"], "level": "WARNING"}}}},
+        }}
+        """,
+    )
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        mains = started(runner, runner_env)
+        assert command_line(mains["web"])[-2:] == ["-m", "runner"]  # forked
+        response = requests.get(f"http://127.0.0.1:{runner_env['PORT']}/nowhere", timeout=10)
+        assert response.status_code == 404
+        wait_for(
+            lambda: "Not Found: /nowhere" in log.read_text(),
+            TASK_TIMEOUT,
+            message=lambda: f"the 404 is not in the project's log: {log.read_text()!r}",
+        )
+        stop_and_check(runner)
+    assert EXEC_LINE not in runner.output()
