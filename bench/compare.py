@@ -60,7 +60,7 @@ import requests
 from bench import health_latency, redis_idle, redis_latency, startup
 from bench.process_costs import celery_client, machine
 from tests.support.certs import make_tls_material
-from tests.support.processes import ProcessHandle, wait_for
+from tests.support.processes import ProcessHandle, program_main, program_of, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, run_client
 
@@ -77,6 +77,7 @@ SAMPLE_SECONDS = 0.5  # PSS and connections sampling period under load
 # Untimed GET / before the first timed one: Django builds its URL resolver and loads its
 # templates at a page's first request, which the runner's /healthz never made.
 WARM_REQUESTS = 20
+WORKER_READY = " ready."  # Celery's "celery@host ready." once the worker takes tasks
 PINNED_CORES = [0]
 FREE_HOURS = 750  # a Render workspace's free instance hours a month
 DAYS_PER_MONTH = 31
@@ -126,10 +127,20 @@ def start_seed(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
 # "Up" is the same page for both: one Django renders (the runner's /healthz answers before
 # Django is even imported, which would credit it with a readiness the seed is not given).
 READY_PATH = "/admin/login/"
+
+
+def start_runner_exec(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
+    """The runner with each program its own interpreter (the model before the fork model)."""
+    return startup.start_runner(env | {"RUNNER_FORK": "false"})
+
+
 LAYOUTS = (
     Layout("runner", "runner (1 service)", startup.start_runner, READY_PATH),
+    Layout("runner-exec", "runner, RUNNER_FORK=false", start_runner_exec, READY_PATH),
     Layout("seed", "seed (3 services)", start_seed, READY_PATH, web_tree=0),
 )
+RUNNER_KEYS = ("runner", "runner-exec")
+RATIO_TITLES = {"runner": "runner / seed", "runner-exec": "RUNNER_FORK=false / seed"}
 # The runner's plan depends on the memory budget it finds; pinned to Render free's, whatever
 # cgroup limit the machine running the benchmark has.
 BUDGET_MB = "512"
@@ -161,6 +172,7 @@ METRICS = (
     Metric("wake_cpu_seconds", "cold start to /admin/login/ 200, CPU of the web's instance (s)", 2),
     Metric("first_task_seconds", "cold start to first task result, wall (s)", 2),
     Metric("first_task_cpu_seconds", "cold start to first task result, CPU of the tree (s)", 2),
+    Metric("worker_restart_cpu_seconds", "worker killed: CPU of its restart to ready (s)", 2),
     Metric("round_trip_plain_p50_ms", "task round trip p50, plain Redis (ms)", 1),
     Metric("round_trip_plain_p95_ms", "task round trip p95, plain Redis (ms)", 1),
     Metric("round_trip_tls_p50_ms", "task round trip p50, TLS Redis (ms)", 1),
@@ -212,28 +224,42 @@ def _cell(value: float | None, digits: int) -> str:
 def table(figures: dict[str, dict[str, float]]) -> str:
     """The markdown table: one row per metric, then the instance-hours arithmetic.
 
-    ``figures`` maps "runner" and "seed" to their medians.
+    ``figures`` maps "runner", "runner-exec" and "seed" to their medians; a layout with no
+    figures has no column.
     """
-    ours, seed = figures.get("runner", {}), figures.get("seed", {})
+    seed = figures.get("seed", {})
+    ours = [key for key in RUNNER_KEYS if figures.get(key)] or ["runner"]
+    titles = {layout.key: layout.title for layout in LAYOUTS}
     lines = [
-        "| | runner (1 service) | seed (3 services) | runner / seed |",
-        "|---|---|---|---|",
+        "| | "
+        + " | ".join(titles[key] for key in ours)
+        + " | seed (3 services) | "
+        + " | ".join(RATIO_TITLES[key] for key in ours)
+        + " |",
+        "|---" * (2 + 2 * len(ours)) + "|",
     ]
     for metric in METRICS:
-        a, b = ours.get(metric.key), seed.get(metric.key)
+        values = [figures.get(key, {}).get(metric.key) for key in ours]
+        b = seed.get(metric.key)
         lines.append(
-            f"| {metric.label} | {_cell(a, metric.digits)} | {_cell(b, metric.digits)} "
-            f"| {_cell(ratio(a, b), 2)} |"
+            f"| {metric.label} | "
+            + " | ".join(_cell(a, metric.digits) for a in values)
+            + f" | {_cell(b, metric.digits)} | "
+            + " | ".join(_cell(ratio(a, b), 2) for a in values)
+            + " |"
         )
     one, three = instance_hours(1, 1), instance_hours(3, 1)
-    lines.append(
-        f"| instance hours per month ({DAYS_PER_MONTH} days, always on) | {one['hours']} "
-        f"| {three['hours']} | {_cell(ratio(one['hours'], three['hours']), 2)} |"
-    )
-    lines.append(
-        f"| of which beyond the {FREE_HOURS} free hours (paid) | {one['paid_hours']} "
-        f"| {three['paid_hours']} | {_cell(ratio(one['paid_hours'], three['paid_hours']), 2)} |"
-    )
+    for label, key in (
+        (f"instance hours per month ({DAYS_PER_MONTH} days, always on)", "hours"),
+        (f"of which beyond the {FREE_HOURS} free hours (paid)", "paid_hours"),
+    ):
+        lines.append(
+            f"| {label} | "
+            + " | ".join(str(one[key]) for _ in ours)
+            + f" | {three[key]} | "
+            + " | ".join(_cell(ratio(one[key], three[key]), 2) for _ in ours)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -257,16 +283,37 @@ def report(
 # Measuring
 # ----------------------------------------------------------------------------------------
 def worker_processes(handles: list[ProcessHandle]) -> list[psutil.Process]:
-    """The Celery worker's processes (main, pool children, embedded beat): what runs tasks."""
+    """The Celery worker's processes (main, pool children, embedded beat): what runs tasks.
+    The runner's are found in either model (``program_of``), the seed's by command line."""
     found = []
     for process in startup.tree_of(handles):
         try:
             argv = process.cmdline()
         except psutil.Error:
             continue
-        if "worker" in argv and not any("gunicorn" in arg for arg in argv):
+        seed_worker = "worker" in argv and not any("gunicorn" in arg for arg in argv)
+        if seed_worker or program_of(process) in ("worker", "beat"):
             found.append(process)
     return found
+
+
+def worker_restart_cpu(handle: ProcessHandle) -> float:
+    """Kill the runner's worker (SIGKILL: a crash, or the watchdog's last resort) and return
+    the CPU seconds its replacement used until Celery said it was ready."""
+    runner = psutil.Process(handle.pid)
+    old = program_main(runner, "worker")
+    if old is None:
+        raise RuntimeError("no worker under the runner")
+    readies = handle.output().count(WORKER_READY)
+    old.kill()
+
+    def replaced() -> psutil.Process | None:
+        new = program_main(runner, "worker")
+        ready = handle.output().count(WORKER_READY) > readies
+        return new if new is not None and new.pid != old.pid and ready else None
+
+    new = wait_for(replaced, START_TIMEOUT, message="the worker was not restarted")
+    return startup.cpu_seconds([new, *new.children(recursive=True)])
 
 
 def redis_connections(handles: list[ProcessHandle], port: int) -> int:
@@ -466,6 +513,8 @@ def measure_plain(
             figures |= mixed_load(url, client, handles, profile.load_seconds, server.port)
         finally:
             client.close()
+        if layout.key in RUNNER_KEYS:
+            figures["worker_restart_cpu_seconds"] = worker_restart_cpu(handles[0])
     finally:
         stop_all(handles)
     return figures
