@@ -45,9 +45,7 @@ def measure(fork: str, work: Path) -> dict[str, float]:
             run_client(env, ADD, 60)
         time.sleep(IDLE_SECONDS)  # the idle period being measured
         tree = sample_tree(runner.pid)
-        figures = {
-            "supervisord": next(p.pss for p in tree.processes if p.pid == runner.pid) / MB
-        }
+        figures = {"supervisord": next(p.pss for p in tree.processes if p.pid == runner.pid) / MB}
         for child in psutil.Process(runner.pid).children():
             name = program_of(child) or child.name()
             figures[name] = sum(p.pss for p in sample_tree(child.pid).processes) / MB

@@ -198,6 +198,18 @@ def start_runner(env: dict[str, str]) -> Callable[[Path], list[ProcessHandle]]:
     return start
 
 
+def migrate(env: dict[str, str], timeout: float = START_TIMEOUT) -> None:
+    """The demo's ``manage.py migrate --noinput``, as the seed's build command runs it."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        env=env,
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
 def start_seed_layout(
     env: dict[str, str], celery: list[str] | None = None
 ) -> Callable[[Path], list[ProcessHandle]]:
@@ -212,14 +224,7 @@ def start_seed_layout(
         # The seed's build command migrates; counted in its start like our RUN_MIGRATIONS
         # (our runner reaps its migrate process, so its CPU shows in the runner's tree).
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run(
-            [python, "manage.py", "migrate", "--noinput"],
-            env=env,
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=True,
-            timeout=START_TIMEOUT,
-        )
+        migrate(env)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         EXTRA_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         commands = {

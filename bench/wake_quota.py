@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -114,14 +113,7 @@ def wake(layout: Layout, procs: Path, work: Path) -> Wake:
     """Migrate outside the quota, then launch ``layout`` inside it and time its wake."""
     env = startup.environment(work, None) | dict(layout.environment)
     env["MEMORY_BUDGET_MB"] = "512"
-    subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput"],
-        env=env,
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        timeout=START_TIMEOUT,
-    )
+    startup.migrate(env, START_TIMEOUT)
     argv = layout.command
     if layout.key == "seed-web":
         argv = (*argv, "--bind", f"0.0.0.0:{env['PORT']}")

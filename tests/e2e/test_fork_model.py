@@ -51,6 +51,12 @@ def command_line(process: psutil.Process) -> list[str]:
     return process.cmdline()
 
 
+def assert_executed(mains: dict[str, psutil.Process]) -> None:
+    """The web and the worker are programs executed anew: their own command lines."""
+    assert "-m gunicorn" in " ".join(command_line(mains["web"]))
+    assert "runner.worker.entry" in " ".join(command_line(mains["worker"]))
+
+
 def started(runner: ProcessHandle, env: dict[str, str]) -> dict[str, psutil.Process]:
     """The web's and the worker's main processes, once the web answers and a task ran."""
     wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
@@ -109,9 +115,7 @@ def test_a_project_whose_import_starts_a_thread_runs_each_program_in_its_own_int
     )
     runner = start_runner(runner_env, tmp_path)
     with runner:
-        mains = started(runner, runner_env)
-        assert "-m gunicorn" in " ".join(command_line(mains["web"]))
-        assert "runner.worker.entry" in " ".join(command_line(mains["worker"]))
+        assert_executed(started(runner, runner_env))
         stop_and_check(runner)
     lines = [line for line in runner.output().splitlines() if line.startswith(EXEC_LINE)]
     assert lines == [
@@ -125,9 +129,7 @@ def test_runner_fork_false_executes_every_program(runner_env, tmp_path: Path):
     runner_env[FORK_VARIABLE] = "false"
     runner = start_runner(runner_env, tmp_path)
     with runner:
-        mains = started(runner, runner_env)
-        assert "-m gunicorn" in " ".join(command_line(mains["web"]))
-        assert "runner.worker.entry" in " ".join(command_line(mains["worker"]))
+        assert_executed(started(runner, runner_env))
         stop_and_check(runner)
     assert EXEC_LINE not in runner.output()
 
