@@ -121,8 +121,10 @@ class ColdStart:
     healthz_cpu_seconds: float
     first_task_seconds: float
     first_task_cpu_seconds: float
-    # At /healthz, per process tree in the order started, without the bench's own migrate.
+    # At /healthz and at the first result, per process tree in the order started, without
+    # the bench's own migrate.
     healthz_cpu_per_tree: tuple[float, ...] = ()
+    first_task_cpu_per_tree: tuple[float, ...] = ()
 
 
 def cold_start(
@@ -152,7 +154,8 @@ def cold_start(
         cpu = sum(per_tree) + extra
         wait_for(lambda: client.poll() is not None, START_TIMEOUT, message="no task result")
         first_task = time.monotonic() - launched
-        task_cpu = cpu_seconds(tree_of(handles)) + extra
+        task_per_tree = tuple(cpu_seconds(handle.tree()) for handle in handles)
+        task_cpu = sum(task_per_tree) + extra
         if client.stdout.read().strip() != "5":
             raise RuntimeError("the task did not return 5")
     except BaseException:
@@ -163,7 +166,7 @@ def cold_start(
         client.kill()
         client.wait()
         client.stdout.close()
-    return handles, ColdStart(healthz, cpu, first_task, task_cpu, per_tree)
+    return handles, ColdStart(healthz, cpu, first_task, task_cpu, per_tree, task_per_tree)
 
 
 def measure(

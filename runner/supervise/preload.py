@@ -97,6 +97,7 @@ def preload_web() -> None:
     with capturing_output():  # the project's prints, shown once by the runner
         django.setup()
         _import_all(WEB_MODULES)
+        _load_what_the_first_request_would()
     # Logging was configured while output was captured (the migrations', the import's): its
     # console handlers would write there in every program. Configured again, on the real
     # streams, as each program's own django.setup() would have done.
@@ -105,6 +106,21 @@ def preload_web() -> None:
 
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
     close_connections()
+
+
+def _load_what_the_first_request_would() -> None:
+    """The project's URLconf (its views and what they import) and template engines: Django
+    loads them at the first request, in the web's process, where nothing else shares them.
+    Loaded here, they are in the pages every program is forked with. A URLconf that fails
+    to import is the web's to report, at its first request, as it would be without this."""
+    with contextlib.suppress(Exception):
+        from django.template import engines
+        from django.urls import get_resolver
+
+        resolver = get_resolver()
+        resolver.url_patterns  # noqa: B018 -- the import is the point
+        resolver.reverse_dict  # noqa: B018 -- built once, shared (it is per resolver)
+        engines.all()
 
 
 _celery_done = False
@@ -116,6 +132,9 @@ def preload_celery() -> None:
     if _celery_done:
         return
     _celery_done = True
+    from runner.worker.entry import without_amqp_shell
+
+    without_amqp_shell()
     _import_all(CELERY_MODULES)
     gc.freeze()  # what these imports made is shared by every program forked after
 

@@ -196,3 +196,59 @@ def test_a_fork_waits_for_a_thread_in_flight_and_says_when_one_is_left():
         """
     )
     assert result.stdout.split() == ["True", "False"], result.stderr
+
+
+def test_the_worker_loads_celerys_command_line_without_the_amqp_shell():
+    """``celery amqp``'s interactive shell (click_repl, prompt_toolkit: 16 MB) is left out of
+    the worker and beat; Celery's command line keeps every command, ``worker`` included."""
+    result = run_python(
+        """
+        import sys
+        from runner.worker.entry import without_amqp_shell
+        without_amqp_shell()
+        from celery.bin.celery import celery
+        print(sorted(name for name in ("worker", "beat", "amqp") if name in celery.commands))
+        print("prompt_toolkit" in sys.modules)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["['amqp', 'beat', 'worker']", "False"]
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "true"), ("", ""), ("1", "1")])
+def test_celerys_discarded_system_checks_are_skipped_unless_the_project_says(
+    given: str | None, seen: str
+):
+    """Celery's Django fixup runs the system checks and drops their result: skipped, unless
+    ``CELERY_SKIP_CHECKS`` is set already (an empty value runs them, as in Celery)."""
+    env = {k: v for k, v in os.environ.items() if k != "CELERY_SKIP_CHECKS"}
+    if given is not None:
+        env["CELERY_SKIP_CHECKS"] = given
+    result = run_python(
+        """
+        import os
+        from runner.worker.entry import skip_discarded_checks
+        skip_discarded_checks()
+        print(repr(os.environ["CELERY_SKIP_CHECKS"]))
+        """,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == repr(seen)
+
+
+def test_the_web_is_forked_with_the_projects_urlconf_loaded(tmp_path: Path):
+    """What Django loads at the first request (the URLconf and its views, the template
+    engines) is loaded before the web is forked, so every program shares it."""
+    result = run_python(
+        """
+        import sys
+        from runner.supervise.preload import preload_web
+        preload_web()
+        print("app.urls" in sys.modules, "app.views" in sys.modules)
+        """,
+        env=os.environ
+        | {"DJANGO_SETTINGS_MODULE": "app.settings", "RUNNER_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True"]
