@@ -38,6 +38,8 @@ import threading
 import time
 from pathlib import Path
 
+from runner.celery_cli import without_amqp_shell
+
 FORK_VARIABLE = "RUNNER_FORK"
 
 # What the web's programs import, besides the project (which runner.web.wsgi sets up).
@@ -132,8 +134,6 @@ def preload_celery() -> None:
     if _celery_done:
         return
     _celery_done = True
-    from runner.worker.entry import without_amqp_shell
-
     without_amqp_shell()
     _import_all(CELERY_MODULES)
     gc.freeze()  # what these imports made is shared by every program forked after

@@ -32,11 +32,11 @@ import os
 import signal
 import sys
 import threading
-import types
 import warnings
 
 from celery.signals import task_postrun, worker_init, worker_shutting_down
 
+from runner.celery_cli import without_amqp_shell
 from runner.config.plan import (
     CELERY_BEAT_NAME,
     NICENESS_VARIABLE,
@@ -300,19 +300,6 @@ def skip_discarded_checks() -> None:
     restart, for nothing anyone sees. Skipped the way Celery offers, unless the project set
     ``CELERY_SKIP_CHECKS`` itself."""
     os.environ.setdefault(SKIP_CHECKS_VARIABLE, "true")
-
-
-def without_amqp_shell() -> None:
-    """Celery's command line imports every subcommand, and ``celery amqp``'s interactive
-    shell imports ``click_repl`` and ``prompt_toolkit`` with it: 0.07 s of CPU and 16 MB of
-    RSS here, in every worker and beat, for a shell they never open. A stand-in
-    ``click_repl`` whose ``register_repl`` does nothing is put in its place first (only in
-    the worker's and beat's processes; ``celery amqp`` run by hand keeps its shell)."""
-    if "click_repl" in sys.modules:
-        return
-    stand_in = types.ModuleType("click_repl", "Not loaded by the runner's worker and beat.")
-    stand_in.register_repl = lambda group, name="repl": None
-    sys.modules["click_repl"] = stand_in
 
 
 def main() -> None:

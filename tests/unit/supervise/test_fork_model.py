@@ -204,7 +204,7 @@ def test_the_worker_loads_celerys_command_line_without_the_amqp_shell():
     result = run_python(
         """
         import sys
-        from runner.worker.entry import without_amqp_shell
+        from runner.celery_cli import without_amqp_shell
         without_amqp_shell()
         from celery.bin.celery import celery
         print(sorted(name for name in ("worker", "beat", "amqp") if name in celery.commands))
