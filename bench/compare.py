@@ -44,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -61,7 +60,7 @@ import requests
 from bench import health_latency, redis_idle, redis_latency, startup
 from bench.process_costs import celery_client, machine
 from tests.support.certs import make_tls_material
-from tests.support.processes import ProcessHandle, program_main, program_of, wait_for
+from tests.support.processes import ProcessHandle, program_main, program_of, stop_all, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, run_client
 
@@ -352,20 +351,6 @@ def pin_all(handles: list[ProcessHandle], cores: list[int]) -> None:
         health_latency.pin(handle, cores)
 
 
-def stop_all(handles: list[ProcessHandle]) -> None:
-    """SIGTERM to every tree at once, a graceful exit, then SIGKILL for whatever is left."""
-    for handle in handles:
-        if handle.poll() is None:
-            handle.send_signal(signal.SIGTERM)
-    for handle in handles:
-        try:
-            handle.wait(STOP_TIMEOUT)
-        except AssertionError:
-            pass  # still running: kill_tree() below ends it
-        finally:
-            handle.kill_tree()
-
-
 def latency(prefix: str, row: health_latency.Row) -> dict[str, float]:
     values = row.latencies_ms
     return {
@@ -487,7 +472,7 @@ def measure_plain(
         run_client(env | {"DJANGO_SETTINGS_MODULE": "app.settings"}, DISABLE_HEARTBEAT, 60)
         settled_at = time.monotonic() + SETTLE_SECONDS
         figures["idle_pss_mb"] = startup.settled_pss_mb(
-            lambda: startup.total_pss_mb(startup.tree_of(handles))
+            lambda: startup.total_pss_mb(startup.tree_of(handles)), startup.SETTLE_DEADLINE
         )
         figures["idle_rss_sum_mb"] = startup.total_rss_mb(startup.tree_of(handles))
         time.sleep(max(0.0, settled_at - time.monotonic()))  # start-up traffic is not idle
@@ -529,7 +514,7 @@ def measure_plain(
         if layout.key in RUNNER_KEYS:
             figures["worker_restart_cpu_seconds"] = worker_restart_cpu(handles[0])
     finally:
-        stop_all(handles)
+        stop_all(handles, STOP_TIMEOUT)
     return figures | wake_on_migrated_database(layout, env, work)
 
 
@@ -539,7 +524,7 @@ def wake_on_migrated_database(layout: Layout, env: dict[str, str], work: Path) -
     first start migrated, so that ``migrate`` finds nothing to do. CPU of what wakes: the
     runner's whole tree, the seed's web service alone."""
     handles, cold = startup.cold_start(layout.start(env), env, work, layout.ready_path)
-    stop_all(handles)
+    stop_all(handles, STOP_TIMEOUT)
 
     def waking(per_tree: tuple[float, ...]) -> float:
         return sum(per_tree) if layout.web_tree is None else per_tree[layout.web_tree]
@@ -561,7 +546,7 @@ def measure_tls(
     try:
         tls = round_trip_ms(env, profile)
     finally:
-        stop_all(handles)
+        stop_all(handles, STOP_TIMEOUT)
     return {
         "round_trip_tls_p50_ms": statistics.median(tls),
         "round_trip_tls_p95_ms": redis_latency.percentile(tls, 0.95),

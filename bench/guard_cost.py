@@ -24,6 +24,7 @@ import psutil
 
 from bench import startup
 from runner.supervise.memory import sample_process, sample_tree
+from tests.support.pss import tree_pss_mb
 from tests.support.runner import start_runner, wait_http_ok
 
 START_TIMEOUT = 120
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         with runner:
             wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
             runner.wait_for_output("celery@", START_TIMEOUT)
-            startup.settled_pss_mb(lambda: sum(p.memory_full_info().pss for p in runner.tree()))
+            startup.settled_pss_mb(lambda: tree_pss_mb(runner), startup.SETTLE_DEADLINE)
             supervisord = json.loads((work / "data" / "runner.json").read_text())["pid"]
             programs = [child.pid for child in psutil.Process(supervisord).children()]
             processes = len(runner.tree())

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import psutil
 import requests
 
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, program_main, start_process, wait_for
+from tests.support.processes import ProcessHandle, program_main, start_process, stop_all, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env
 
@@ -170,11 +169,9 @@ def run(count: int, every_seconds: float, use_redis: bool, one_core: bool, work:
         app.control.purge()
         return rows
     finally:
-        runner.send_signal(signal.SIGTERM)
         try:
-            runner.wait(STOP_TIMEOUT)
+            stop_all([runner], STOP_TIMEOUT)
         finally:
-            runner.kill_tree()
             if redis_server is not None:
                 redis_server.stop()
 

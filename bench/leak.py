@@ -48,9 +48,10 @@ from bench.process_costs import celery_client, machine
 from runner.config.budget import resolve_budget
 from tests.e2e.leaky_tasks import HOLD_TASK
 from tests.support.processes import ProcessHandle
+from tests.support.pss import tree_pss_mb
 from tests.support.redis_server import RedisServer
 from tests.support.runner import start_runner, wait_http_ok
-from tests.support.traffic import Traffic, tree_pss_mb
+from tests.support.traffic import Traffic
 
 BUDGET_MB = 512
 START_TIMEOUT = 120
@@ -136,7 +137,7 @@ def run_once(env: dict[str, str], work: Path, args: argparse.Namespace) -> Figur
     try:
         wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
         runner.wait_for_output("celery@", START_TIMEOUT)
-        idle = startup.settled_pss_mb(lambda: tree_pss_mb(runner))
+        idle = startup.settled_pss_mb(lambda: tree_pss_mb(runner), startup.SETTLE_DEADLINE)
         traffic.start()
         sampler.start()
         client = celery_client(env)
@@ -207,7 +208,29 @@ def run_once(env: dict[str, str], work: Path, args: argparse.Namespace) -> Figur
         runner.kill_tree()
 
 
-def table(medians: dict[str, dict[str, float]], runs: int, args: argparse.Namespace) -> str:
+# What a row shows, besides the budget.
+FIGURES = (
+    "idle_pss_mb",
+    "peak_pss_mb",
+    "graceful_recycles",
+    "hard_restarts",
+    "requests_sent",
+    "requests_failed",
+    "tasks_sent",
+    "tasks_lost",
+    "tasks_answered_twice",
+)
+
+
+def table(
+    medians: dict[str, dict[str, float]],
+    runs: int,
+    args: argparse.Namespace,
+    raised: dict[str, int] | None = None,
+) -> str:
+    """Medians per case; ``raised``: runs of each case that raised, left out of its medians
+    (counted, and failing the benchmark, never hidden)."""
+    raised = raised or {}
     lines = [
         f"Medians of {runs} run(s), {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores. "
         f"`python -m runner` defaults, MEMORY_BUDGET_MB={BUDGET_MB}; "
@@ -219,14 +242,17 @@ def table(medians: dict[str, dict[str, float]], runs: int, args: argparse.Namesp
         )
         + "; HTTP traffic on `/` and `/healthz` throughout.",
         "",
-        "| broker, pool | idle PSS (MB) | peak PSS (MB) | peak / budget | graceful recycles "
+        "| broker, pool | runs measured / raised | PSS at start, before traffic (MB) "
+        "| peak PSS (MB) | peak / budget | graceful recycles "
         "| hard restarts | requests sent / failed | tasks sent / lost / twice |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for broker, m in medians.items():
         lines.append(
-            f"| {broker} | {m['idle_pss_mb']:.0f} | {m['peak_pss_mb']:.0f} "
-            f"| {m['peak_pss_mb'] / m['budget_mb']:.2f} | {m['graceful_recycles']:g} "
+            f"| {broker} | {m['runs']:g} / {raised.get(broker, 0)} "
+            f"| {m['idle_pss_mb']:.0f} | {m['peak_pss_mb']:.0f} "
+            f"| {m['peak_pss_mb'] / m.get('budget_mb', BUDGET_MB):.2f} "
+            f"| {m['graceful_recycles']:g} "
             f"| {m['hard_restarts']:g} | {m['requests_sent']:.0f} / {m['requests_failed']:g} "
             f"| {m['tasks_sent']:.0f} / {m['tasks_lost']:g} / {m['tasks_answered_twice']:g} |"
         )
@@ -260,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list[dict]] = {case_name(*case): [] for case in cases}
     errors: list[str] = []
+    raised: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-leak-") as tmp_name:
         tmp = Path(tmp_name)
         with RedisServer(tmp / "redis", password="bench") as server:
@@ -277,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                         figures = asdict(run_once(env, work, args))
                     except Exception as error:  # report, and carry on with the others
                         errors.append(f"run {number + 1} {name}: {error!r}")
+                        raised[name] = raised.get(name, 0) + 1
                         print(errors[-1], file=sys.stderr, flush=True)
                         continue
                     results[name].append(figures)
@@ -284,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:
 
     medians = {
         broker: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        | {"runs": len(runs)}
         for broker, runs in results.items()
         if runs
     }
-    text = table(medians, args.runs, args)
+    for name in results:
+        if not results[name]:  # every run raised: a row that says so, not a missing one
+            medians[name] = dict.fromkeys(FIGURES, float("nan")) | {"runs": 0}
+    text = table(medians, args.runs, args, raised)
     print(text, end="")
     if args.json:
         args.json.write_text(

@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ from runner.config.settings import local_paths
 from runner.supervise.memory import MB, ProcessTreeMemory, sample_tree
 from runner.web.django_settings import runner_settings
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, start_process, tail, wait_for
+from tests.support.processes import ProcessHandle, start_process, stop_all, tail, wait_for
 from tests.support.processes import program_of as supervised_program
 from tests.support.redis_server import RedisServer
 from tests.support.runner import build_runner_env
@@ -427,17 +426,6 @@ def _programs(records: list[ProcessRecord]) -> dict[str, float]:
     return programs
 
 
-def _stop(handle: ProcessHandle) -> None:
-    try:
-        if handle.poll() is None:
-            handle.send_signal(signal.SIGTERM)
-            handle.wait(STOP_TIMEOUT)
-    except AssertionError:
-        pass  # not gone in time: kill_tree below
-    finally:
-        handle.kill_tree()
-
-
 def run_once(scenario: Scenario, round_: int, base_env: Mapping[str, str], tmp: Path) -> RunResult:
     """Start the scenario's services, wait until idle, sample, work, sample, stop them all."""
     run_tmp = tmp / f"{scenario.key}-{round_}"
@@ -456,7 +444,7 @@ def run_once(scenario: Scenario, round_: int, base_env: Mapping[str, str], tmp: 
                 handle = start_process(
                     service.argv, service.env, service.cwd, run_tmp / f"{number}-{service.name}.log"
                 )
-                stack.callback(_stop, handle)
+                stack.callback(stop_all, [handle], STOP_TIMEOUT)
                 handles.append((service, handle))
             for service, handle in handles:
                 _wait_ready(handle, service, port)

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import psutil
 
-from bench.startup import settled_pss_mb, total_pss_mb
+from bench.startup import SETTLE_DEADLINE
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
 from tests.support.processes import ProcessHandle, program_of, start_process, wait_for
+from tests.support.pss import settled_pss_mb, total_pss_mb
 from tests.support.real_project import CELERY_APP, PRODUCTION, checkout, install, project_env, run
 from tests.support.redis_server import RedisServer
 from tests.support.runner import build_runner_env, wait_http_ok
@@ -97,7 +98,9 @@ def measure(
     handles = start(python, project, env, tmp)
     try:
         wait_ready(handles, env)
-        pss = settled_pss_mb(lambda: total_pss_mb([p for h in handles for p in h.tree()]))
+        pss = settled_pss_mb(
+            lambda: total_pss_mb(p for h in handles for p in h.tree()), SETTLE_DEADLINE
+        )
         programs = per_program_mb(handles[0]) if len(handles) == 1 else {}
     finally:
         stop(handles)

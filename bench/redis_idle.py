@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -44,7 +43,7 @@ import psutil
 import redis
 
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, start_process, wait_for
+from tests.support.processes import ProcessHandle, start_process, stop_all, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env, run_client
 
@@ -277,18 +276,6 @@ def connection_count(server: RedisServer) -> int:
         client.close()
 
 
-def stop(handle: ProcessHandle) -> None:
-    """SIGTERM, a graceful exit within STOP_TIMEOUT, then SIGKILL for whatever is left."""
-    try:
-        if handle.poll() is None:
-            handle.send_signal(signal.SIGTERM)
-            handle.wait(STOP_TIMEOUT)
-    except AssertionError:
-        pass  # still running: kill_tree() below ends it
-    finally:
-        handle.kill_tree()
-
-
 def measure(layout: Layout, env: dict[str, str], server: RedisServer, work: Path, args) -> Row:
     data = work / layout.commands.__name__
     data.mkdir()
@@ -326,7 +313,7 @@ def measure(layout: Layout, env: dict[str, str], server: RedisServer, work: Path
         )
     finally:
         for handle in handles:
-            stop(handle)
+            stop_all([handle], STOP_TIMEOUT)
 
 
 def main() -> None:

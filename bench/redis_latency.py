@@ -1,6 +1,6 @@
 """Task round trip over TLS against plain Redis, through the real runner, on loopback.
 
-    .venv/bin/python -m bench.redis_latency [--tasks 300] [--warmup 30]
+    .venv/bin/python -m bench.redis_latency [--tasks 300] [--warmup 30] [--runs 2]
 
 For each way of reaching Redis, this starts a throwaway redis-server (plain, or TLS-only
 with certificates made for the run), starts ``python -m runner`` against it (web, worker
@@ -8,8 +8,11 @@ with 2 pool processes, embedded beat, its heartbeat switched off), and times, fr
 separate client process with the same variables, ``--tasks`` round trips one after the
 other: ``send_task("app.tasks.add")`` until ``.get()`` returns (broker LPUSH, worker BRPOP,
 the result stored and published, the client's pub/sub woken). The first ``--warmup`` round
-trips (connections being opened, TLS handshakes) are left out. Ratios are against plain
-Redis in the same run. Prints a markdown table; every process started is stopped by PID.
+trips (connections being opened, TLS handshakes) are left out. ``--runs`` rounds, the order
+of the ways alternating from one round to the next (plain first, then TLS first: the same
+drift of a shared machine for both); the round trips of every round are pooled. Ratios are
+against plain Redis in the same rounds. Prints a markdown table; every process started is
+stopped by PID.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from tests.support.certs import TlsMaterial, make_tls_material
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, start_process
+from tests.support.processes import start_process, stop_all
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env, run_client
 
@@ -84,18 +86,6 @@ def percentile(values: list[float], fraction: float) -> float:
     return statistics.quantiles(values, n=100)[round(fraction * 100) - 1]
 
 
-def stop(handle: ProcessHandle) -> None:
-    """SIGTERM, a graceful exit within STOP_TIMEOUT, then SIGKILL for whatever is left."""
-    try:
-        if handle.poll() is None:
-            handle.send_signal(signal.SIGTERM)
-            handle.wait(STOP_TIMEOUT)
-    except AssertionError:
-        pass  # still running: kill_tree() below ends it
-    finally:
-        handle.kill_tree()
-
-
 def round_trips(way: Way, work: Path, tls: TlsMaterial, count: int) -> list[float]:
     """Seconds of each of ``count`` round trips through a runner reaching Redis ``way``."""
     directory = work / way.variables
@@ -111,26 +101,30 @@ def round_trips(way: Way, work: Path, tls: TlsMaterial, count: int) -> list[floa
             runner.wait_for_output("ready.", START_TIMEOUT)
             return json.loads(run_client(env, ROUND_TRIPS.format(count=count), CLIENT_TIMEOUT))
         finally:
-            stop(runner)
+            stop_all([runner], STOP_TIMEOUT)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=DEFAULT_TASKS, help="timed round trips")
     parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed first ones")
+    parser.add_argument("--runs", type=int, default=2, help="rounds, order alternating")
     args = parser.parse_args()
-    results: dict[str, list[float]] = {}
+    results: dict[str, list[float]] = {way.title: [] for way in WAYS}
     with tempfile.TemporaryDirectory(prefix="bench-redis-latency-") as directory:
-        work = Path(directory)
-        tls = make_tls_material(work / "tls")
-        for way in WAYS:
-            seconds = round_trips(way, work, tls, args.warmup + args.tasks)
-            results[way.title] = [s * 1000 for s in seconds[args.warmup :]]
+        tls = make_tls_material(Path(directory) / "tls")
+        for number in range(args.runs):
+            for way in WAYS if number % 2 == 0 else WAYS[::-1]:
+                work = Path(directory) / f"{number}"
+                work.mkdir(exist_ok=True)
+                seconds = round_trips(way, work, tls, args.warmup + args.tasks)
+                results[way.title] += [s * 1000 for s in seconds[args.warmup :]]
     plain = results[WAYS[0].title]
     plain_p50, plain_p95 = statistics.median(plain), percentile(plain, 0.95)
     print(
         f"Task round trip (send_task + get) through `python -m runner`, {args.tasks} tasks "
-        f"one after the other after {args.warmup} untimed; loopback\n"
+        f"one after the other after {args.warmup} untimed, {args.runs} round(s) in "
+        "alternating order, pooled; loopback\n"
     )
     print("| Redis | p50 ms | p95 ms | p50 vs plain | p95 vs plain |")
     print("|---|---|---|---|---|")

@@ -31,12 +31,11 @@ import requests
 from runner.config.settings import local_paths
 from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, start_process, wait_for
+from tests.support.pss import settled_pss_mb, total_pss_mb
 from tests.support.redis_server import RedisServer
 from tests.support.runner import REPO_ROOT, build_runner_env
 
 START_TIMEOUT = 120
-SETTLE_SECONDS = 3.0  # idle memory is read after the tree stops changing for this long
-PSS_TOLERANCE_MB = 1.0
 SETTLE_DEADLINE = 60.0  # a tree still moving after this long is measured as it is
 
 
@@ -65,38 +64,17 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
     return total
 
 
-def _summed_mb(processes: list[psutil.Process], read: Callable[[psutil.Process], int]) -> float:
-    total = 0
-    for process in processes:
-        try:
-            total += read(process)
-        except psutil.Error:  # gone meanwhile
-            continue
-    return total / 2**20
-
-
-def total_pss_mb(processes: list[psutil.Process]) -> float:
-    return _summed_mb(processes, lambda process: process.memory_full_info().pss)
-
-
 def total_rss_mb(processes: list[psutil.Process]) -> float:
     """RSS summed per process: what the tree would use if no page were shared (every
     process counting the pages it shares as its own). Minus the PSS total, it is what
     sharing saves (preloaded imports, forking after imports)."""
-    return _summed_mb(processes, lambda process: process.memory_info().rss)
-
-
-def settled_pss_mb(sample: Callable[[], float], deadline_seconds: float = SETTLE_DEADLINE) -> float:
-    """PSS once it has stopped moving (by more than PSS_TOLERANCE_MB) for SETTLE_SECONDS;
-    the last sample if it is still moving after ``deadline_seconds``."""
-    last, since = sample(), time.monotonic()
-    deadline = since + deadline_seconds
-    while time.monotonic() - since < SETTLE_SECONDS and time.monotonic() < deadline:
-        time.sleep(0.5)  # sampling period of a measurement, not synchronisation
-        value = sample()
-        if abs(value - last) > PSS_TOLERANCE_MB:
-            last, since = value, time.monotonic()
-    return last
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.Error:  # gone meanwhile
+            continue
+    return total / 2**20
 
 
 def send_task_at_launch(env: dict[str, str]) -> subprocess.Popen:
@@ -174,7 +152,7 @@ def measure(
 ) -> Run:
     handles, cold = cold_start(start, env, work, path)
     try:
-        pss = settled_pss_mb(lambda: total_pss_mb(tree_of(handles)))
+        pss = settled_pss_mb(lambda: total_pss_mb(tree_of(handles)), SETTLE_DEADLINE)
         stopping = time.monotonic()
         for handle in handles:
             handle.send_signal(signal.SIGTERM)

@@ -30,7 +30,6 @@ from app.celery import app
 
 MB = 1024 * 1024
 HOLD_TASK = "leaky.hold"
-RELEASE_TASK = "leaky.release"
 
 # What this process keeps: one bytes object per call of hold().
 HELD: list[bytes] = []
@@ -48,10 +47,3 @@ def hold(mb: int, seconds: float = 0.0) -> dict[str, int]:
     if seconds:
         time.sleep(float(seconds))
     return {"pid": os.getpid(), "held_mb": held_mb()}
-
-
-@app.task(name=RELEASE_TASK)
-def release() -> dict[str, int]:
-    """Drop what this process holds (the leak "fixed"), say who it was."""
-    HELD.clear()
-    return {"pid": os.getpid(), "held_mb": 0}

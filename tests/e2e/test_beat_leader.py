@@ -19,13 +19,12 @@ from tests.support.ports import free_port
 from tests.support.postgres import query, temporary_database
 from tests.support.processes import ProcessHandle, assert_no_survivors, wait_for
 from tests.support.runner import speed_up_heartbeat, start_runner
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 120  # two cold starts at once on two shared cores
-STOP_TIMEOUT = 30
 INTERVAL_SECONDS = 3  # the heartbeat's schedule, sped up from a minute
 LOCK_SECONDS = 6  # BEAT_LEADER_LOCK_SECONDS, short for the test
 TRY_EVERY_SECONDS = LOCK_SECONDS / 3
@@ -130,12 +129,30 @@ def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leade
             f"{(first_after - last_before_kill).total_seconds():.1f} s after the last before it"
         )
 
-        # A clean stop frees the lock at once instead of letting it expire.
+        # A clean stop (a deploy's SIGTERM) frees the lock at once instead of letting it
+        # expire, and a standby leads at its next try, from the schedule the leader saved.
+        third = start_runner(
+            runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / "three")},
+            tmp_path,
+        )
+        runners.append(third)
+        third.wait_for_output(WAITS, START_TIMEOUT)
+        last_before_stop = heartbeat_times(database)[-1]
         tree = standby.tree()
         standby.send_signal(signal.SIGTERM)
         assert standby.wait(timeout=STOP_TIMEOUT) == 0, standby.output()[-3000:]
-        assert_no_survivors(tree, timeout=10)
         assert redis_plain.client().exists(DEMO_LOCK_KEY) == 0
+        # Within one try of the standby from the leader's exit, not the lock's expiry.
+        third.wait_for_output(LEADS, TRY_EVERY_SECONDS + MARGIN_SECONDS)
+        assert_no_survivors(tree, timeout=10)
+        wait_for(
+            lambda: [t for t in heartbeat_times(database) if t > last_before_stop][1:],
+            START_TIMEOUT,
+            message="the new leader sent nothing",
+        )
+        everything = [t for t in heartbeat_times(database) if t >= before[0]]
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(everything)]
+        assert min(gaps) > DUPLICATE_GAP_SECONDS, gaps
     finally:
         for runner in runners:
             runner.kill_tree()

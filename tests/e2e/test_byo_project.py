@@ -35,15 +35,12 @@ from tests.support.runner import (
     stop_and_check,
     wait_http_ok,
 )
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
 PROJECT = REPO_ROOT / "tests" / "fixtures" / "seed_project"
 PRODUCTION = "config.settings.production"
-START_TIMEOUT = 60  # a cold start migrates, then imports Django and Celery in two programs
-TASK_TIMEOUT = 30
-# The grace plus supervisord's own exit: the same 30 s Render allows after SIGTERM.
-STOP_TIMEOUT = 30
 # The fixture's schedule fires every 2 s; beat's first tick and the worker's start come first.
 PERIODIC_TIMEOUT = 30
 PLAN_TIMEOUT = 60
@@ -276,6 +273,25 @@ def test_one_settings_line_gives_verified_tls_and_the_safe_cache(
             "cache.get('greeting'), type(caches['default']).__name__]))\n"
         )
         assert json.loads(manage_shell(env, code)) == [5, "hello", "PrefixedRedisCache"]
+        # Verified, not merely quiet: the same settings trusting a CA that did not sign
+        # the server's certificate are refused, by the cache and by the broker.
+        wrong_ca = env | {"REDIS_SSL_CA_CERTS": str(tls_material.other_ca_pem)}
+        refused = (
+            "import json\n"
+            "from django.core.cache import cache\n"
+            "from config.celery import app\n"
+            "seen = []\n"
+            "broker = app.connection_for_write()\n"
+            "for attempt in (lambda: cache.set('greeting', 'hello'),\n"
+            "                lambda: broker.ensure_connection(max_retries=1)):\n"
+            "    try:\n"
+            "        attempt()\n"
+            "        seen.append('connected')\n"
+            "    except Exception as error:\n"
+            "        seen.append('certificate verify failed' in str(error))\n"
+            "print(json.dumps(seen))\n"
+        )
+        assert json.loads(manage_shell(wrong_ca, refused)) == [True, True]
         stop_and_check(runner)
     output = runner.output()
     assert "NOT verified" not in output

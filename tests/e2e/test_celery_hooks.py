@@ -23,10 +23,10 @@ from runner.web.django_settings import runner_settings
 from runner.worker.hooks import RETIRE_SIGNAL
 from tests.support.processes import ProcessHandle, start_process, wait_for
 from tests.support.runner import REPO_ROOT, build_runner_env
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
 TASK_TIMEOUT = 60
 HOLD_MB = 40
 # tests.e2e.leaky_tasks.HOLD_TASK, by name: importing that module would import the demo's

@@ -16,17 +16,12 @@ import pytest
 
 from runner.errors import EXIT_BAD_CONFIG
 from tests.support.ports import free_port
-from tests.support.runner import run_client, start_runner, stop_and_check, wait_http_ok
+from tests.support.runner import send_add, start_runner, stop_and_check, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
 REFUSED_TIMEOUT = 60  # a refused start imports the project, nothing more
-TASK_TIMEOUT = 30
-SEND_ADD = (
-    "from app.celery import app; "
-    f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-)
 
 
 def error_lines(output: str) -> list[str]:
@@ -48,7 +43,7 @@ def test_a_second_runner_on_the_same_data_directory_refuses_in_one_line(runner_e
         ]
         assert "starting" not in second.output().split("error:")[-1]
         # The first one is untouched: it still runs tasks, and its pointer is its own.
-        assert run_client(runner_env, SEND_ADD, TASK_TIMEOUT + 30) == "5"
+        assert send_add(runner_env) == "5"
         assert f'"pid": {first.pid}' in (Path(data) / "runner.json").read_text()
 
         # Private files: what the service created is this user's only.

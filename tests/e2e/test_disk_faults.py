@@ -23,18 +23,18 @@ from tests.support.runner import (
     REPO_ROOT,
     manage,
     run_client,
+    send_add,
     speed_up_heartbeat,
     start_runner,
     stop_and_check,
     wait_http_ok,
 )
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 from tests.support.tmpfs import TmpfsMounts, fill, free
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60  # a cold start migrates, then imports Django and Celery in two programs
 EXIT_TIMEOUT = 60  # a refused start loads the project first; generous on 2 shared cores
-TASK_TIMEOUT = 30
 HTTP_TIMEOUT = 10
 BEAT_TIMEOUT = 30  # the heartbeat is sped up to every 2 s; beat's first tick comes first
 SMALL_DISK_KB = 256  # "a few hundred KB": the disk-full cases
@@ -165,14 +165,6 @@ else:
 """
 
 
-def send_and_get(env: dict[str, str]) -> str:
-    code = (
-        "from app.celery import app; "
-        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-    )
-    return run_client(env, code, TASK_TIMEOUT + 30)
-
-
 def log_in(base: str) -> requests.Response:
     """Log in to the admin: a page that writes to the database (session, last_login)."""
     session = requests.Session()
@@ -219,7 +211,7 @@ def test_disk_full_while_running_fails_clearly_and_recovers(runner_env, tmp_path
     runner = start_runner(runner_env, tmp_path)
     with runner:
         wait_http_ok(f"{base}/healthz", START_TIMEOUT, runner)
-        assert send_and_get(runner_env) == "5"
+        assert send_add(runner_env) == "5"
 
         fill(disk)
         assert shutil.disk_usage(disk).free == 0
@@ -242,7 +234,7 @@ def test_disk_full_while_running_fails_clearly_and_recovers(runner_env, tmp_path
 
         free(disk)
         freed_from = len(runner.output())
-        assert send_and_get(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         assert log_in(base).status_code == 302
         wait_for(
             lambda: HEARTBEAT_RAN.search(runner.output()[freed_from:]),

@@ -14,10 +14,10 @@ import pytest
 
 from tests.support.processes import assert_no_survivors
 from tests.support.runner import REPO_ROOT, run_client, start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
 TASK_SECONDS = 8
 # A grace shorter than the task: the warm shutdown cannot wait for it to finish.
 GRACE_SECONDS = 6

@@ -6,96 +6,35 @@ background thread keeps asking /healthz during the fault and counts the failures
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
-import requests
 
-from runner.config.plan import CELERY_BEAT_NAME
 from tests.conftest import make_password
 from tests.support.ports import free_port
 from tests.support.processes import (
     ProcessHandle,
-    assert_no_survivors,
     program_main,
+    program_processes,
     wait_for,
 )
 from tests.support.redis_server import RedisServer
-from tests.support.runner import run_client, start_runner, wait_http_ok
+from tests.support.runner import run_client, send_add, start_runner, stop_and_check, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
+from tests.support.traffic import health_probe
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60  # a cold start imports Django and Celery in several processes
-TASK_TIMEOUT = 30
-STOP_TIMEOUT = 30
-PROBE_TIMEOUT = 2.0
-"""Seconds one /healthz request of the probe may take before it counts as a failure."""
-PROBE_PAUSE = 0.05
-"""Seconds between two requests of the probe (pacing, not synchronisation)."""
 SLOW_TASK_SECONDS = 3
 CELERY_CHILDREN = 2  # the default concurrency (runner.config.plan), a child per task with prefork
 
 
 def health_url(env: dict[str, str]) -> str:
     return f"http://127.0.0.1:{env['PORT']}/healthz"
-
-
-@dataclass
-class HealthProbe:
-    """A thread that GETs /healthz over and over and records when requests failed."""
-
-    url: str
-    successes: int = 0
-    failures: list[tuple[float, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def __enter__(self) -> HealthProbe:
-        self._thread = threading.Thread(target=self._run, name="health-probe", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(PROBE_TIMEOUT + 5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                response = requests.get(self.url, timeout=PROBE_TIMEOUT)
-            except requests.RequestException as error:
-                self.failures.append((time.monotonic(), repr(error)))
-            else:
-                if response.status_code == 200:
-                    self.successes += 1
-                else:
-                    self.failures.append((time.monotonic(), f"status {response.status_code}"))
-            self._stop.wait(PROBE_PAUSE)
-
-
-def send_add_task(env: dict[str, str]) -> str:
-    """Send app.tasks.add(2, 3) from a separate client process and return what it printed."""
-    code = (
-        "from app.celery import app; "
-        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-    )
-    return run_client(env, code, TASK_TIMEOUT + 30)
-
-
-def stop_and_check(runner: ProcessHandle) -> None:
-    """SIGTERM: status 0 within the grace, and not one process of the tree left behind."""
-    tree = runner.tree()
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(timeout=STOP_TIMEOUT) == 0, runner.output()[-3000:]
-    assert_no_survivors(tree, timeout=10)
 
 
 def web_master(runner: ProcessHandle) -> psutil.Process | None:
@@ -112,27 +51,17 @@ def worker_main(runner: ProcessHandle) -> psutil.Process | None:
     return program_main(runner.pid, "worker")
 
 
-def beat(runner: ProcessHandle) -> psutil.Process | None:
-    """The separate beat program (supervisord's child; the embedded one is the worker's)."""
-    return program_main(runner.pid, "beat")
+def beat_process(runner: ProcessHandle) -> psutil.Process | None:
+    """Beat's process, its own program or the one the worker forked (either is "beat")."""
+    return next(iter(program_processes(runner.pid, "beat")), None)
 
 
-def embedded_beat(runner: ProcessHandle) -> psutil.Process | None:
-    """The beat the worker forked (BEAT_MODE=embedded), by the name it gives itself."""
-    main = worker_main(runner)
-    for child in main.children() if main is not None else ():
-        with contextlib.suppress(psutil.NoSuchProcess):
-            if child.name() == CELERY_BEAT_NAME:
-                return child
-    return None
-
-
-def beat_and_worker(runner: ProcessHandle, beat_mode: str) -> dict[str, int] | None:
+def beat_and_worker(runner: ProcessHandle) -> dict[str, int] | None:
     """PIDs of the worker's main process and of beat (its own program, or embedded), once
     both are found; None while either is missing (never a partial answer)."""
     found = {
         "worker": worker_main(runner),
-        "beat": beat(runner) if beat_mode == "separate" else embedded_beat(runner),
+        "beat": beat_process(runner),
     }
     if any(process is None for process in found.values()):
         return None
@@ -191,9 +120,9 @@ def test_redis_restart_worker_reconnects_and_web_keeps_answering(
     runner = start_runner(runner_env, tmp_path)
     with runner:
         wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
-        assert send_add_task(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         worker_before = worker_main(runner)
-        with HealthProbe(health_url(runner_env)) as probe:
+        with health_probe(runner_env["PORT"]) as probe:
             run_client(
                 runner_env,
                 "from app.celery import app; "
@@ -210,7 +139,7 @@ def test_redis_restart_worker_reconnects_and_web_keeps_answering(
                 sum(2 * i for i in range(5))
             )
         assert probe.failures == []
-        assert probe.successes > 0
+        assert probe.answered > 0
         # Reconnected by itself: the same worker process, not a restart by supervisord.
         assert worker_main(runner) == worker_before
         # ...and said once that what waited in Redis was lost.
@@ -243,7 +172,7 @@ def test_persistent_redis_restart_loses_no_task(runner_env, tmp_path: Path, tmp_
                 30,
             ).split()
             runner.wait_for_output(f"Task app.tasks.slow[{before[0]}] received", START_TIMEOUT)
-            with HealthProbe(health_url(runner_env)) as probe:
+            with health_probe(runner_env["PORT"]) as probe:
                 server.restart()
                 code = (
                     "from app.celery import app; "
@@ -291,19 +220,19 @@ def test_redis_that_appears_later_is_joined_without_restarts(
     try:
         with runner:
             wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
-            with HealthProbe(health_url(runner_env)) as probe:
+            with health_probe(runner_env["PORT"]) as probe:
                 runner.wait_for_output(WORKER_WAITS, START_TIMEOUT)
                 runner.wait_for_output(BEAT_WAITS, START_TIMEOUT)
                 waiting = wait_for(
-                    lambda: beat_and_worker(runner, beat_mode),
+                    lambda: beat_and_worker(runner),
                     START_TIMEOUT,
                     message="the worker and beat processes",
                 )
                 server.start()
-                assert send_add_task(runner_env) == "5"
+                assert send_add(runner_env) == "5"
                 runner.wait_for_output(BEAT_LEADS, START_TIMEOUT)
             assert probe.failures == []
-            now = beat_and_worker(runner, beat_mode)
+            now = beat_and_worker(runner)
             assert now == waiting, "a process was restarted instead of waiting for Redis"
             if beat_mode == "separate":
                 assert now["beat"] != now["worker"]
@@ -344,7 +273,7 @@ KILL_CASES = {
     ),
     "celery-main": KillCase(worker_main),
     "celery-main-redis": KillCase(worker_main, redis=True),
-    "beat-separate": KillCase(beat, environment=(("BEAT_MODE", "separate"),)),
+    "beat-separate": KillCase(beat_process, environment=(("BEAT_MODE", "separate"),)),
 }
 
 
@@ -374,9 +303,9 @@ def test_a_sigkilled_process_comes_back(
     runner = start_runner(runner_env, tmp_path)
     with runner:
         wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
-        assert send_add_task(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         victim = wait_for(lambda: case.find(runner), START_TIMEOUT, message="victim not found")
-        with HealthProbe(health_url(runner_env)) as probe:
+        with health_probe(runner_env["PORT"]) as probe:
             task_id = None
             if case.task_in_flight:
                 task_id, pid = start_slow_task(runner_env)
@@ -391,7 +320,7 @@ def test_a_sigkilled_process_comes_back(
             )
             wait_http_ok(health_url(runner_env), START_TIMEOUT, runner)
             back_at = time.monotonic()
-            assert send_add_task(runner_env) == "5"
+            assert send_add(runner_env) == "5"
             if task_id is not None:
                 assert float(task_result(runner_env, task_id)) == SLOW_TASK_SECONDS
         assert replacement.is_running()
@@ -399,5 +328,5 @@ def test_a_sigkilled_process_comes_back(
             assert [f for f in probe.failures if f[0] > back_at] == []
         else:
             assert probe.failures == []
-        assert probe.successes > 0
+        assert probe.answered > 0
         stop_and_check(runner)

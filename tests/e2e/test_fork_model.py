@@ -18,21 +18,12 @@ import requests
 
 from runner.supervise.preload import FORK_VARIABLE
 from tests.support.processes import ProcessHandle, program_main, wait_for
-from tests.support.runner import run_client, start_runner, stop_and_check, wait_http_ok
+from tests.support.runner import send_add, start_runner, stop_and_check, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 90
-TASK_TIMEOUT = 30
 EXEC_LINE = "runner | each program starts its own interpreter: "
-
-
-def send_add(env: dict[str, str]) -> str:
-    code = (
-        "from app.celery import app; "
-        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-    )
-    return run_client(env, code, TASK_TIMEOUT + 30)
 
 
 def user_settings(env: dict[str, str], tmp_path: Path, extra: str) -> None:

@@ -14,11 +14,10 @@ import requests
 
 from tests.support.postgres import refuse_connections, temporary_database
 from tests.support.runner import start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
-STOP_TIMEOUT = 30
 RENDER_HOST = "django-one-service.onrender.com"
 # Requests made while Redis is down, and the most any one of them may take. Render's
 # check times out after seconds; a health path that waited on Redis would take the

@@ -12,10 +12,10 @@ import pytest
 
 from runner.supervise.memory import MB, ProcessTreeMemory, sample_process, sample_tree
 from tests.support.processes import start_process, wait_for
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 30
 TREE_SIZE = 10  # the root and 9 children: about the runner's default tree
 SAMPLE_BUDGET_SECONDS = 0.030  # the watchdog samples every few seconds inside supervisord
 SAMPLES = 20

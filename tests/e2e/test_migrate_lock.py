@@ -14,6 +14,7 @@ from runner.supervise.migrate_lock import REDIS_LOCK_KEY
 from tests.support.ports import free_port
 from tests.support.postgres import query, temporary_database
 from tests.support.runner import start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +25,6 @@ def stack():
         yield exits
 
 
-START_TIMEOUT = 90  # two cold starts at once on two cores
-STOP_TIMEOUT = 30
 WAITING = "runner | waiting for another instance to finish migrations"
 APPLIED = re.compile(r"^runner \| migrations: \d+ applied in [\d.]+ s$", re.MULTILINE)
 NOTHING_TO_DO = re.compile(r"^runner \| migrations: none to apply \([\d.]+ s\)$", re.MULTILINE)

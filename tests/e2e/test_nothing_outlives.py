@@ -17,22 +17,16 @@ from tests.support.processes import (
     stop_being_subreaper,
     wait_for,
 )
-from tests.support.runner import run_client, start_runner, wait_http_ok
+from tests.support.runner import send_add, start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
-TASK_TIMEOUT = 30
 # The bound: every component gone this long after supervisord's SIGKILL.
 GONE_SECONDS = 5
 # Programs and their processes under supervisord: web (master + worker), worker main and
 # its embedded beat, and with prefork the pool's children.
 FEWEST_PROCESSES = {"threads": 4, "prefork": 6}
-
-SEND_ADD = (
-    "from app.celery import app; "
-    f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,7 +51,7 @@ def test_sigkill_of_supervisord_leaves_no_component(
     runner = start_runner(runner_env, tmp_path)
     with runner:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        assert run_client(runner_env, SEND_ADD, TASK_TIMEOUT + 30) == "5"
+        assert send_add(runner_env) == "5"
         components = wait_for(
             lambda: (tree := runner.tree()[1:]) and len(tree) >= FEWEST_PROCESSES[pool] and tree,
             START_TIMEOUT,

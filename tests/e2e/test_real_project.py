@@ -23,11 +23,10 @@ from tests.support.postgres import temporary_database
 from tests.support.processes import wait_for
 from tests.support.real_project import PRODUCTION, checkout, install, project_env, run
 from tests.support.runner import start_runner, stop_and_check, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 90  # migrate (allauth, sites, celery beat on PostgreSQL), then three programs
-TASK_TIMEOUT = 30
 PERIODIC_TIMEOUT = 60  # DatabaseScheduler notices a new PeriodicTask at its next tick
 
 

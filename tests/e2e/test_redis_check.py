@@ -29,11 +29,11 @@ from tests.support.certs import TlsMaterial
 from tests.support.ports import LOOPBACK, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.runner import start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
 RUNNER_EXIT_TIMEOUT = 60  # the runner imports the project, then checks Redis
-START_TIMEOUT = 60
 # A short check timeout keeps the silent-port case quick; the runner uses 5 s.
 SHORT_TIMEOUT = 1.0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,11 +23,11 @@ import psutil
 import pytest
 import requests
 
-from runner.errors import EXIT_BAD_CONFIG, EXIT_FAILURE, EXIT_OK
+from runner.errors import EXIT_BAD_CONFIG, EXIT_FAILURE
 from tests.conftest import make_password
 from tests.support.certs import TlsMaterial
 from tests.support.ports import free_port
-from tests.support.processes import ProcessHandle, assert_no_survivors, program_of, wait_for
+from tests.support.processes import ProcessHandle, program_of, wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.runner import (
     REPO_ROOT,
@@ -36,14 +35,13 @@ from tests.support.runner import (
     run_client,
     speed_up_heartbeat,
     start_runner,
+    stop_and_check,
     wait_http_ok,
 )
+from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 90  # a cold start imports Django and Celery in several processes, over TLS
-TASK_TIMEOUT = 30
-STOP_TIMEOUT = 30  # the grace plus supervisord's own exit, as Render allows after SIGTERM
 REFUSED_TIMEOUT = 60  # a refused start imports the project and checks Redis, nothing more
 CLIENT_TIMEOUT = 90
 QUEUED_TASKS = 3
@@ -155,10 +153,7 @@ def seed_service(
 
 
 def stop_cleanly_without_showing(env: dict[str, str], runner: ProcessHandle, password: str):
-    tree = runner.tree()
-    runner.send_signal(signal.SIGTERM)
-    assert runner.wait(STOP_TIMEOUT) == EXIT_OK, runner.output()[-3000:]
-    assert_no_survivors(tree, timeout=10)
+    stop_and_check(runner)
     outputs = [runner.output()]
     for args in (("plan",), ("plan", "--json"), ("check",)):
         done = runner_command(env, *args)

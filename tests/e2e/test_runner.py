@@ -25,31 +25,20 @@ from tests.support.processes import ProcessHandle, assert_no_survivors, program_
 from tests.support.runner import (
     REPO_ROOT,
     run_client,
+    send_add,
     speed_up_heartbeat,
     start_runner,
     stop_and_check,
     wait_http_ok,
 )
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60  # a cold start imports Django and Celery in several processes
-TASK_TIMEOUT = 30
-# The grace plus supervisord's own exit: the same 30 s Render allows after SIGTERM.
-STOP_TIMEOUT = 30
 PERIODIC_TIMEOUT = 30
 # The port is checked first, before the project is imported: a second here, 10 on Render.
 PORT_CHECK_SECONDS = 10
 EVERY_LINE = re.compile(r"^(web|worker|beat|runner|migrate|import) *\| ")
-
-
-def send_add_task(env: dict[str, str]) -> str:
-    """Send app.tasks.add(2, 3) from a separate client process and return what it printed."""
-    code = (
-        "from app.celery import app; "
-        f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
-    )
-    return run_client(env, code, TASK_TIMEOUT + 30)
 
 
 def heartbeat_count(env: dict[str, str]) -> int:
@@ -99,7 +88,7 @@ def test_local_default_runs_web_tasks_and_beat_then_stops_cleanly(runner_env, tm
             f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner
         )
         assert response.text == "ok\n"
-        assert send_add_task(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         wait_for(
             lambda: heartbeat_count(runner_env) >= 1,
             PERIODIC_TIMEOUT,
@@ -136,7 +125,7 @@ def test_redis_runs_tasks_and_hides_the_password(runner_env, tmp_path: Path, red
     runner = start_runner(runner_env, tmp_path)
     with runner:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        assert send_add_task(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         # The result went through Redis: Celery's result key is there.
         assert list(redis_plain.client().scan_iter("celery-task-meta-*")), "no result in Redis"
         stop_and_check(runner)
@@ -160,7 +149,7 @@ def test_a_killed_worker_is_restarted(runner_env, tmp_path: Path):
             message="the worker was not restarted",
         )
         runner.wait_for_output("worker was killed (SIGKILL)", 10)
-        assert send_add_task(runner_env) == "5"
+        assert send_add(runner_env) == "5"
         stop_and_check(runner)
 
 

@@ -23,11 +23,10 @@ from tests.support.browser import CHROMIUM, HEADLESS_FLAGS, LAYOUT, Browser, lay
 from tests.support.ports import free_port
 from tests.support.processes import start_process, wait_for
 from tests.support.runner import REPO_ROOT, manage, speed_up_heartbeat, start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
 
 pytestmark = pytest.mark.e2e
 
-START_TIMEOUT = 60
-STOP_TIMEOUT = 30
 PERIODIC_TIMEOUT = 30
 BROWSER_TIMEOUT = 60
 CLI_TIMEOUT = 60

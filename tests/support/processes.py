@@ -35,7 +35,8 @@ _unfinished: set["ProcessHandle"] = set()
 
 
 class StopWaiting(AssertionError):
-    """Raised by a polled predicate when waiting longer cannot help; wait_for() lets it through."""
+    """Raised by a polled predicate when waiting longer cannot help; wait_for() lets it
+    through, as it does every AssertionError (a failed check, not a "not yet")."""
 
 
 class ProcessExitedError(StopWaiting):
@@ -50,11 +51,13 @@ def wait_for(
 ) -> T:
     """Poll ``predicate`` until it returns a truthy value and return that value.
 
-    Exceptions raised by the predicate count as "not yet", except StopWaiting, which
-    propagates at once. After ``timeout`` seconds (the predicate is always evaluated
-    once more at the deadline) raise AssertionError with ``message`` (a string or a
-    callable producing one, evaluated only on failure), the last value and the last
-    exception seen.
+    Exceptions raised by the predicate count as "not yet", except AssertionError (a check
+    inside the predicate failed, or a nested wait gave up; StopWaiting is one), which
+    propagates at once: a failed check is reported as itself, not as a timeout.
+
+    After ``timeout`` seconds (the predicate is always evaluated once more at the deadline)
+    raise AssertionError with ``message`` (a string or a callable producing one, evaluated
+    only on failure), the last value and the last exception seen.
     """
     deadline = time.monotonic() + timeout
     last_value: object = None
@@ -62,7 +65,7 @@ def wait_for(
     while True:
         try:
             last_value = predicate()
-        except StopWaiting:
+        except AssertionError:
             raise
         except Exception as error:  # any failure means "not yet"; the last one is reported
             last_error = error
@@ -318,6 +321,24 @@ class ProcessHandle:
     def _alive(self) -> list[psutil.Process]:
         """Return the processes of the tree that are alive (not zombies)."""
         return [process for process in self.tree() if _is_alive(process)]
+
+
+def stop_all(handles: Iterable[ProcessHandle], timeout: float) -> None:
+    """SIGTERM to every tree at once, ``timeout`` seconds for a graceful exit, then SIGKILL
+    for whatever is left: how benchmarks and fixtures end what they started, whatever state
+    it is in (a test that checks the stop itself uses ``runner.stop_and_check``)."""
+    handles = list(handles)
+    for handle in handles:
+        if handle.poll() is None:
+            handle.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for handle in handles:
+        try:
+            handle.wait(max(0.0, deadline - time.monotonic()))
+        except AssertionError:
+            pass  # still running: kill_tree() below ends it
+        finally:
+            handle.kill_tree()
 
 
 def start_process(

@@ -17,6 +17,7 @@ from tests.support.processes import (
     tail,
     wait_for,
 )
+from tests.support.timeouts import CLIENT_TIMEOUT, STOP_TIMEOUT, TASK_TIMEOUT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (the parent of tests/): the runner's working directory."""
@@ -138,6 +139,18 @@ def run_client(env: Mapping[str, str], code: str, timeout: float) -> str:
     return result.stdout.strip()
 
 
+SEND_ADD = (
+    "from app.celery import app; "
+    f"print(app.send_task('app.tasks.add', (2, 3)).get(timeout={TASK_TIMEOUT}))"
+)
+"""A client's ``add(2, 3)`` through the demo's Celery app: prints 5 once a worker ran it."""
+
+
+def send_add(env: Mapping[str, str]) -> str:
+    """Send the demo's ``add(2, 3)`` from a separate client process; what it printed."""
+    return run_client(env, SEND_ADD, CLIENT_TIMEOUT)
+
+
 def manage(env: Mapping[str, str], *args: str, cwd: Path = REPO_ROOT) -> None:
     """Run ``python manage.py *args`` in ``cwd`` (the demo by default); fail if it fails."""
     import subprocess
@@ -164,10 +177,6 @@ def speed_up_heartbeat(env: Mapping[str, str], seconds: float = 2) -> None:
         "task = PeriodicTask.objects.get(name='heartbeat'); "
         f"task.interval.every = {seconds}; task.interval.save()",
     )
-
-
-STOP_TIMEOUT = 30.0
-"""Seconds SIGTERM may take: the grace plus supervisord's own exit, as Render allows."""
 
 
 def stop_and_check(runner: ProcessHandle) -> None:

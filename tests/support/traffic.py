@@ -1,54 +1,25 @@
-"""HTTP traffic against a running service, counting failures, and the tree's total PSS.
+"""HTTP traffic against a running service, counting what failed: the one probe of the tests
+and benchmarks that must show a fault or a recycle fails no request.
 
-Used by the memory-budget test and by bench/leak.py: both must show that recycling a
-process for memory fails no request.
+``Traffic(port)``: a Django page and the health path, on a kept-alive session, as a
+browser behind Render's proxy sends them (the memory-budget test, ``bench/leak.py``).
+``health_probe(port)``: ``/healthz`` alone, on a new connection each time, as Render's
+health check sends it (the fault tests).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 
-import psutil
 import requests
-
-from tests.support.processes import ProcessHandle, wait_for
 
 REQUEST_INTERVAL = 0.1  # seconds between two rounds of requests (pacing, not waiting)
 REQUEST_TIMEOUT = 10
 PATHS = ("/", "/healthz")  # a Django page (database, template) and the health path
-
-
-def tree_pss_mb(runner: ProcessHandle) -> float:
-    """Total PSS of the runner's whole process tree, in MB (processes gone meanwhile skipped)."""
-    total = 0
-    for process in runner.tree():
-        try:
-            total += process.memory_full_info().pss
-        except psutil.Error:
-            continue
-    return total / 2**20
-
-
-SETTLED_SAMPLES = 4  # consecutive samples within SETTLED_TOLERANCE_MB of each other
-SETTLED_TOLERANCE_MB = 2.0
-
-
-def settled_tree_pss_mb(runner: ProcessHandle, timeout: float) -> float:
-    """The tree's total PSS once it stops moving (the web warms up under traffic, a forked
-    child un-shares what it touches): the last of SETTLED_SAMPLES samples, half a second
-    apart, that lie within SETTLED_TOLERANCE_MB; after ``timeout``, the latest sample."""
-    samples: list[float] = []
-
-    def settled() -> bool:
-        samples.append(tree_pss_mb(runner))
-        recent = samples[-SETTLED_SAMPLES:]
-        return len(recent) == SETTLED_SAMPLES and max(recent) - min(recent) <= SETTLED_TOLERANCE_MB
-
-    try:
-        wait_for(settled, timeout, interval=0.5)
-    except AssertionError:
-        pass  # a tree that keeps moving: its latest size is the best estimate there is
-    return samples[-1]
+PROBE_TIMEOUT = 2.0  # one health check that takes longer counts as failed
+PROBE_INTERVAL = 0.05
 
 
 def without_access_log(output: str, tail: int = 4000) -> str:
@@ -57,27 +28,63 @@ def without_access_log(output: str, tail: int = 4000) -> str:
 
 
 class Traffic(threading.Thread):
-    """Requests PATHS every REQUEST_INTERVAL until ``done`` is set, counting failures."""
+    """Requests ``paths`` every ``interval`` until stopped; ``sent`` and ``answered`` count
+    requests, ``failures`` holds (monotonic time, what went wrong) for each that was not a 200.
+    Start and stop it with ``with``, or ``start()`` and ``stop()``."""
 
-    def __init__(self, port: str | int) -> None:
-        super().__init__(daemon=True)
+    def __init__(
+        self,
+        port: str | int,
+        paths: Sequence[str] = PATHS,
+        interval: float = REQUEST_INTERVAL,
+        timeout: float = REQUEST_TIMEOUT,
+        keep_alive: bool = True,
+    ) -> None:
+        super().__init__(daemon=True, name="traffic")
         self.base = f"http://127.0.0.1:{port}"
+        self.paths, self.interval, self.timeout = tuple(paths), interval, timeout
+        self.keep_alive = keep_alive
         self.sent = 0
-        self.failures: list[str] = []
+        self.answered = 0
+        self.failures: list[tuple[float, str]] = []
         self.done = threading.Event()
 
     def run(self) -> None:
-        with requests.Session() as session:
-            while not self.done.wait(REQUEST_INTERVAL):
-                for path in PATHS:
-                    self.sent += 1
-                    try:
-                        response = session.get(self.base + path, timeout=REQUEST_TIMEOUT)
-                        if response.status_code != 200:
-                            self.failures.append(f"{path}: {response.status_code}")
-                    except requests.RequestException as error:
-                        self.failures.append(f"{path}: {error}")
+        session = requests.Session() if self.keep_alive else requests
+        try:
+            while not self.done.wait(self.interval):
+                for path in self.paths:
+                    self._request(session, path)
+        finally:
+            if isinstance(session, requests.Session):
+                session.close()
+
+    def _request(self, session, path: str) -> None:
+        self.sent += 1
+        try:
+            response = session.get(self.base + path, timeout=self.timeout)
+        except requests.RequestException as error:
+            self.failures.append((time.monotonic(), f"{path}: {error!r}"))
+            return
+        if response.status_code == 200:
+            self.answered += 1
+        else:
+            self.failures.append((time.monotonic(), f"{path}: status {response.status_code}"))
 
     def stop(self) -> None:
         self.done.set()
-        self.join(timeout=REQUEST_TIMEOUT * len(PATHS) + 5)
+        self.join(timeout=self.timeout * len(self.paths) + 5)
+
+    def __enter__(self) -> Traffic:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def health_probe(port: str | int) -> Traffic:
+    """``/healthz`` over and over, each on a new connection, as Render's health check asks."""
+    return Traffic(
+        port, paths=("/healthz",), interval=PROBE_INTERVAL, timeout=PROBE_TIMEOUT, keep_alive=False
+    )

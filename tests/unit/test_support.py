@@ -58,6 +58,15 @@ def test_free_port_can_be_bound(tmp_path: Path) -> None:
     assert 1024 <= port <= 65535
 
 
+def test_free_ports_are_outside_the_ephemeral_range_and_never_given_twice() -> None:
+    """No outgoing connection can take a port between the check and the server's bind: the
+    ports are below the kernel's ephemeral range, and each is handed out once."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(20)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < lowest_ephemeral for port in ports), ports
+
+
 def test_wait_for_returns_the_first_truthy_value() -> None:
     """wait_for() polls through falsy values and exceptions and returns the first truthy value."""
     answers = iter([None, ZeroDivisionError(), 0, "done"])
@@ -69,6 +78,20 @@ def test_wait_for_returns_the_first_truthy_value() -> None:
         return answer
 
     assert wait_for(predicate, timeout=EXIT_TIMEOUT, interval=0.001) == "done"
+
+
+def test_wait_for_lets_a_failed_check_through_at_once() -> None:
+    """An AssertionError in the predicate is a failed check: raised as itself, at the first
+    call, not retried until the deadline and reported as a timeout."""
+    calls = []
+
+    def predicate() -> None:
+        calls.append(1)
+        raise AssertionError("the check itself failed")
+
+    with pytest.raises(AssertionError, match=r"^the check itself failed$"):
+        wait_for(predicate, timeout=LONG_TIMEOUT, interval=0.001)
+    assert calls == [1]
 
 
 def test_wait_for_reports_the_message_and_last_exception() -> None:
