@@ -47,7 +47,6 @@ from runner.config.plan import (
 from runner.worker import beat_record, idle, memory_check, redis_restart
 from runner.worker import hooks as celery_hooks
 
-SKIP_CHECKS_VARIABLE = "CELERY_SKIP_CHECKS"  # read by Celery's Django fixup
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
 # How long the worker waits for its own children (the embedded beat saving its schedule)
 # before it exits, then SIGKILLs what is left: it never leaves an orphan or a zombie.
@@ -293,15 +292,6 @@ def lower_priority() -> None:
         os.nice(niceness)
 
 
-def skip_discarded_checks() -> None:
-    """Celery's Django fixup runs Django's system checks as the worker starts and throws
-    their result away (``celery.fixups.django.DjangoWorkerFixup.validate_models``): 0.12 s
-    of CPU for the demo here, more than a second on Render's 0.1 CPU, at every start and
-    restart, for nothing anyone sees. Skipped the way Celery offers, unless the project set
-    ``CELERY_SKIP_CHECKS`` itself."""
-    os.environ.setdefault(SKIP_CHECKS_VARIABLE, "true")
-
-
 def main() -> None:
     # Celery's nine-line warning about root, at every worker start: the runner says it once,
     # in one line, as it starts (runner.supervise.launch).
@@ -309,7 +299,6 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", "You're running the worker with superuser", SecurityWarning)
     lower_priority()
-    skip_discarded_checks()
     without_amqp_shell()
     # Until this handler is set, the signal's default action (exit) is the answer: early in
     # the start there is nothing to give back.

@@ -215,28 +215,6 @@ def test_the_worker_loads_celerys_command_line_without_the_amqp_shell():
     assert result.stdout.split("\n")[:2] == ["['amqp', 'beat', 'worker']", "False"]
 
 
-@pytest.mark.parametrize(("given", "seen"), [(None, "true"), ("", ""), ("1", "1")])
-def test_celerys_discarded_system_checks_are_skipped_unless_the_project_says(
-    given: str | None, seen: str
-):
-    """Celery's Django fixup runs the system checks and drops their result: skipped, unless
-    ``CELERY_SKIP_CHECKS`` is set already (an empty value runs them, as in Celery)."""
-    env = {k: v for k, v in os.environ.items() if k != "CELERY_SKIP_CHECKS"}
-    if given is not None:
-        env["CELERY_SKIP_CHECKS"] = given
-    result = run_python(
-        """
-        import os
-        from runner.worker.entry import skip_discarded_checks
-        skip_discarded_checks()
-        print(repr(os.environ["CELERY_SKIP_CHECKS"]))
-        """,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == repr(seen)
-
-
 def test_the_web_is_forked_with_the_projects_urlconf_loaded(tmp_path: Path):
     """What Django loads at the first request (the URLconf and its views, the template
     engines) is loaded before the web is forked, so every program shares it."""
