@@ -288,7 +288,8 @@ class ProcessHandle:
             return True
 
     def kill_tree(self, timeout: float = KILL_TIMEOUT) -> None:
-        """SIGKILL every process of the tree, reap the root, and wait until none is alive.
+        """SIGSTOP then SIGKILL every process of the tree, reap the root, and wait until
+        none is alive.
 
         Repeats until only zombies are left, since a process may fork while being
         killed. Zombies are dead already: orphans among them are init's to reap (which
@@ -298,6 +299,12 @@ class ProcessHandle:
         """
 
         def all_dead() -> bool:
+            # Frozen first, all of them, then killed: as a machine that dies, no process
+            # outlives another long enough to see it die (a parent-death signal, a closed
+            # pipe) and clean up after it, which a crash test would then not be testing.
+            for process in self.tree():
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.send_signal(signal.SIGSTOP)
             if self._popen.returncode is None:
                 # While the root is unreaped its PID cannot be reused, so the group is ours.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
