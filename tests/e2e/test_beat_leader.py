@@ -89,9 +89,10 @@ def assert_once_per_due_time(runs: list[datetime], seconds: float) -> None:
 def assert_no_due_time_sent_twice(runners: list[ProcessHandle]) -> float:
     """No two sends closer than half an interval, across every beat; the closest gap.
 
-    Judged on beat's send times, not on the runs' ``ran_at``: a task that a stopping worker
-    gave back to the queue runs late on another instance, closer to the next run than any
-    doubled send would be, yet it was sent once (seen in CI: runs 1.3 s apart, sends 3 s).
+    Judged on beat's send times, not on the runs' ``ran_at``: a run is late when the worker
+    that takes it is busy (starting, or the instance stopping), which brings it closer to the
+    next run without any send doubled. CI once saw two runs 1.3 s apart across the SIGTERM
+    hand-over, with no log to tell which; the send lines tell.
     """
     sends = logged_at(SENDS, runners)
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(sends)]
