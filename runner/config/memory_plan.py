@@ -18,8 +18,8 @@ Choices, from bench/process_costs.py on the demo (see the README's *Memory* sect
   slot, recycled by task count and memory, Celery's hard time limits, and a task that
   crashes its process (segfault, kernel OOM kill) takes only that child down, its message
   re-queued by the main process. ``CELERY_POOL`` overrides either way;
-- beat: embedded in the worker (forked after its imports, ~20 MB) instead of its own
-  interpreter (~65 MB).
+- beat: embedded in the worker (forked after its imports, ~20 MB; a thread of its main
+  process with the threads pool, counted the same) instead of its own interpreter (~65 MB).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -74,7 +75,15 @@ def _on_beat_init(sender=None, **_kwargs) -> None:
         return
     record = BeatRecord(beat_record_path(Path(data_dir)))
     record.started()
-    after_task_publish.connect(record.sent, weak=False)
+    # Beat as a thread of the worker (runner.worker.beat_thread) shares its process with
+    # the tasks, which may publish too: only what beat's own thread publishes is a send.
+    beat = threading.get_ident()
+
+    def sent_by_beat(**kwargs) -> None:
+        if threading.get_ident() == beat:
+            record.sent(**kwargs)
+
+    after_task_publish.connect(sent_by_beat, weak=False)
 
 
 def install() -> None:

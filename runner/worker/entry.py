@@ -44,7 +44,7 @@ from runner.config.plan import (
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
 )
-from runner.worker import beat_record, idle, memory_check, redis_restart
+from runner.worker import beat_record, beat_thread, idle, memory_check, redis_restart
 from runner.worker import hooks as celery_hooks
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
@@ -168,6 +168,7 @@ def _end_warm_shutdown(reason: str = "shutdown grace over", now: bool = False) -
     )
     if now:
         _end_children()
+    beat_thread.stop(worker)  # its schedule saved and its leader lock freed before the exit
     wait_for_children(stop_beat=True)
     logging.shutdown()  # flush the line before the exit that skips Python's clean-up
     os._exit(EX_REQUEUED)
@@ -307,6 +308,8 @@ def main() -> None:
     worker_shutting_down.connect(_bound_warm_shutdown, weak=False)
     # Pool children the memory watchdog can retire after their task, and gc.freeze().
     celery_hooks.install()
+    # With the threads pool, beat as a thread of this process, not a process of its own.
+    beat_thread.install()
     # This instance's beat writes down its start and each send (the status page's source).
     beat_record.install()
     # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.

@@ -21,7 +21,8 @@
 - ``worker_process_init`` (in each pool child): the child names itself ``celery-child``
   (the kernel's short name, ``/proc/PID/comm``) and handles RETIRE_SIGNAL: an idle child
   exits at once, a busy one after its task (``retire_on_signal``).
-- ``beat_embedded_init`` (in the beat process that ``--beat`` forks): it names itself
+- ``beat_embedded_init`` (in the beat process that ``--beat`` forks with prefork; with the
+  threads pool beat is a thread, ``runner.worker.beat_thread``): it names itself
   ``celery-beat``, so that the watchdog, which sees only PIDs and names, never takes beat
   for a pool child.
 

@@ -56,12 +56,14 @@ def beat_process(runner: ProcessHandle) -> psutil.Process | None:
     return next(iter(program_processes(runner.pid, "beat")), None)
 
 
-def beat_and_worker(runner: ProcessHandle) -> dict[str, int] | None:
-    """PIDs of the worker's main process and of beat (its own program, or embedded), once
-    both are found; None while either is missing (never a partial answer)."""
+def beat_and_worker(runner: ProcessHandle, beat_mode: str) -> dict[str, int] | None:
+    """PIDs of the worker's main process and of beat, once both are found; None while
+    either is missing (never a partial answer). Embedded with the threads pool (the
+    default), beat is a thread of the worker's main process (``runner.worker.beat_thread``)."""
+    worker = worker_main(runner)
     found = {
-        "worker": worker_main(runner),
-        "beat": beat_process(runner),
+        "worker": worker,
+        "beat": worker if beat_mode == "embedded" else beat_process(runner),
     }
     if any(process is None for process in found.values()):
         return None
@@ -224,7 +226,7 @@ def test_redis_that_appears_later_is_joined_without_restarts(
                 runner.wait_for_output(WORKER_WAITS, START_TIMEOUT)
                 runner.wait_for_output(BEAT_WAITS, START_TIMEOUT)
                 waiting = wait_for(
-                    lambda: beat_and_worker(runner),
+                    lambda: beat_and_worker(runner, beat_mode),
                     START_TIMEOUT,
                     message="the worker and beat processes",
                 )
@@ -232,7 +234,7 @@ def test_redis_that_appears_later_is_joined_without_restarts(
                 assert send_add(runner_env) == "5"
                 runner.wait_for_output(BEAT_LEADS, START_TIMEOUT)
             assert probe.failures == []
-            now = beat_and_worker(runner)
+            now = beat_and_worker(runner, beat_mode)
             assert now == waiting, "a process was restarted instead of waiting for Redis"
             if beat_mode == "separate":
                 assert now["beat"] != now["worker"]

@@ -266,6 +266,8 @@ def model_per_process(plan: dict) -> dict[str, int]:
         model[kind] = each
     # A pool child or the embedded beat, when the process is not named.
     model["worker child"] = max(model.get("pool child", 0), model.get("beat", 0))
+    if "pool child" not in model:  # threads pool: beat is a thread of the worker main
+        model["worker main"] = model.get("worker main", 0) + model.get("beat", 0)
     return model
 
 

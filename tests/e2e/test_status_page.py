@@ -169,8 +169,8 @@ def test_status_page_shows_every_component_to_staff_and_token_holders_only(
         shares = json.loads(plan.stdout)["memory"]["shares_mb"]
         assert web["memory"]["pss_mb"] > 0 and web["memory"]["share_mb"] == shares["web"]
         assert worker["memory"]["share_mb"] == shares["worker"]
-        # The plan at 512 MB: the threads pool (one process) and the embedded beat.
-        assert worker["memory"]["processes"] == 2
+        # The plan at 512 MB: the threads pool, with beat as a thread: one process.
+        assert worker["memory"]["processes"] == 1
         assert beat["program"] == "worker" and beat["memory"] is None
         assert (web["restarts"], worker["restarts"]) == (0, 0)
         assert data["redis"] | {"latency_ms": None} == {
