@@ -10,8 +10,9 @@ median of ``--runs`` runs. Results: a markdown table on stdout and in
 ``bench/results/process_costs.md``, every sample in ``bench/results/process_costs.json``.
 
 Scenarios:
-- ``python -m runner`` itself: its defaults (``runner-default``), the prefork pool it uses
-  from 1024 MB (``runner-prefork``), and series over ``WEB_CONCURRENCY`` /
+- ``python -m runner`` itself: its defaults (``runner-default``), the same without beat
+  (``runner-nobeat``: the beat thread's cost is the worker's difference), the prefork pool
+  it uses from 1024 MB (``runner-prefork``), and series over ``WEB_CONCURRENCY`` /
   ``CELERY_CONCURRENCY`` 1-3 with ``CELERY_POOL=prefork`` and beat embedded or separate,
   from which the per-child and per-thread costs are derived;
 - plain commands for one program alone: Gunicorn ``gthread`` with ``--preload``, Celery's
@@ -241,6 +242,13 @@ def scenarios() -> list[Scenario]:
             web=2,
             worker=2,
             beat="embedded",
+        ),
+        runner_scenario(
+            "runner-nobeat",
+            "runner defaults without beat (RUN_BEAT=false): the beat thread's cost by difference",
+            web=2,
+            worker=2,
+            beat=None,
         ),
         runner_scenario(
             "runner-prefork",
@@ -604,9 +612,18 @@ def derive_costs(results: list[RunResult], warm: bool = False) -> dict[str, floa
         "celery_threads_thread": threads_thread,
         "beat_embedded_prefork": beat_delta(prefork_beat, prefork),
         "beat_embedded_threads": beat_delta(threads_beat, threads),
+        # The runner's beat with the threads pool: a thread of the worker's main process
+        # (runner.worker.beat_thread), so the worker's difference with and without it.
+        "beat_thread": _difference(
+            program(["runner-default"], "worker"), program(["runner-nobeat"], "worker")
+        ),
         "beat_separate": program([f"runner-sep-{n}" for n in (1, 2, 3)], "beat"),
     }
     return {name: round(value, 1) for name, value in costs.items() if value is not None}
+
+
+def _difference(with_it: float | None, without: float | None) -> float | None:
+    return None if with_it is None or without is None else with_it - without
 
 
 def ratios(summary: dict[str, dict], field_name: str = "total_mb") -> dict[str, dict]:

@@ -9,10 +9,14 @@ venv, PostgreSQL, plain Redis) is run twice per round, in alternating order:
 - **the runner**: ``python -m runner`` with the same variables (its plan: gthread web, the
   prefork pool the project's time limits ask for, beat embedded).
 
-For each, once the web answers and the worker is ready: the settled idle PSS of the whole
-tree (shared pages counted once), and for the runner each program's PSS against what the
-plan reckoned for it (``python -m runner plan --json``). Medians over ``--runs``; the ratio
-is the runner's over the project's own, measured in the same run.
+For each, from a database migrated before (as the project's build or release step would):
+launch to the first 200 of ``/`` (the project's home page, a Django page), wall, and the CPU
+of what a request wakes on Render (the runner's whole tree, its migrate check included; the
+project's web service alone, its worker and beat being other services); launch to the
+worker's "ready"; then, once the worker is ready, the settled idle PSS of the whole tree
+(shared pages counted once), and for the runner each program's PSS against what the plan
+reckoned for it (``python -m runner plan --json``). Medians over ``--runs``; the ratios
+are the runner's over the project's own, measured in the same run.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from bench.startup import SETTLE_DEADLINE
+from bench.startup import SETTLE_DEADLINE, cpu_seconds
 from tests.support.ports import free_port
 from tests.support.postgres import temporary_database
 from tests.support.processes import ProcessHandle, program_of, start_process, wait_for
@@ -57,6 +63,8 @@ def own_layout(python: Path, project: Path, env: dict, tmp: Path) -> list[Proces
 
 
 def runner_layout(python: Path, project: Path, env: dict, tmp: Path) -> list[ProcessHandle]:
+    # Its migrate at boot, as on Render: a check, the database being migrated already.
+    env = {name: value for name, value in env.items() if name != "RUN_MIGRATIONS"}
     return [
         start_process(
             [str(python), "-m", "runner"], env=env, cwd=project, log_path=tmp / "runner.log"
@@ -64,13 +72,25 @@ def runner_layout(python: Path, project: Path, env: dict, tmp: Path) -> list[Pro
     ]
 
 
-def wait_ready(handles: list[ProcessHandle], env: dict) -> None:
+@dataclass(frozen=True)
+class Wake:
+    """From launch: the first page (wall, and CPU of what wakes) and the worker's ready."""
+
+    page_seconds: float
+    page_cpu_seconds: float  # the first tree started: the runner's all, the project's web
+    worker_ready_seconds: float
+
+
+def wait_ready(handles: list[ProcessHandle], env: dict, launched: float) -> Wake:
     wait_http_ok(f"http://127.0.0.1:{env['PORT']}/", READY_TIMEOUT)
+    page = time.monotonic() - launched
+    page_cpu = cpu_seconds(handles[0].tree())
     wait_for(
         lambda: any(WORKER_READY in h.output() for h in handles),
         READY_TIMEOUT,
         message="the worker did not say it is ready",
     )
+    return Wake(page, page_cpu, time.monotonic() - launched)
 
 
 def stop(handles: list[ProcessHandle]) -> None:
@@ -94,17 +114,18 @@ def measure(
     project: Path,
     env: dict,
     tmp: Path,
-) -> tuple[float, dict[str, float]]:
+) -> tuple[Wake, float, dict[str, float]]:
+    launched = time.monotonic()
     handles = start(python, project, env, tmp)
     try:
-        wait_ready(handles, env)
+        wake = wait_ready(handles, env, launched)
         pss = settled_pss_mb(
             lambda: total_pss_mb(p for h in handles for p in h.tree()), SETTLE_DEADLINE
         )
         programs = per_program_mb(handles[0]) if len(handles) == 1 else {}
     finally:
         stop(handles)
-    return pss, programs
+    return wake, pss, programs
 
 
 def planned_mb(python: Path, project: Path, env: dict) -> list[str]:
@@ -138,22 +159,34 @@ def main(argv: list[str] | None = None) -> int:
                 run(python, project, env, *step).check_returncode()
             plan_lines = planned_mb(python, project, env)
             own, ours, programs = [], [], []
+            wakes: dict[str, list[Wake]] = {"own": [], "runner": []}
             for round_ in range(args.runs):
                 order = [("own", own_layout), ("runner", runner_layout)]
                 for name, start in order if round_ % 2 == 0 else reversed(order):
                     round_dir = work / f"{name}-{round_}"
                     round_dir.mkdir()
-                    pss, per_program = measure(start, python, project, env, round_dir)
+                    wake, pss, per_program = measure(start, python, project, env, round_dir)
                     (own if name == "own" else ours).append(pss)
+                    wakes[name].append(wake)
                     if per_program:
                         programs.append(per_program)
-                    print(f"round {round_ + 1} {name}: {pss:.0f} MB", flush=True)
+                    print(f"round {round_ + 1} {name}: {pss:.0f} MB, {wake}", flush=True)
     own_mb, ours_mb = statistics.median(own), statistics.median(ours)
     print("\n| cookiecutter-django 2024.04.03 (Django 4.2, Celery 5.3), idle | total PSS (MB) |")
     print("|---|---|")
     print(f"| its own three processes (its Procfile's web, worker, beat) | {own_mb:.0f} |")
     print(f"| the runner (one service) | {ours_mb:.0f} |")
     print(f"| runner / own | {ours_mb / own_mb:.2f} |")
+    print("\n| from a migrated database, median | its own three | the runner | runner / own |")
+    print("|---|---|---|---|")
+    for field, label in (
+        ("page_seconds", "launch to the first 200 of `/`, wall (s)"),
+        ("page_cpu_seconds", "the same, CPU of what wakes: its web alone, the runner all (s)"),
+        ("worker_ready_seconds", "launch to the worker's ready, wall (s)"),
+    ):
+        theirs = statistics.median(getattr(w, field) for w in wakes["own"])
+        mine = statistics.median(getattr(w, field) for w in wakes["runner"])
+        print(f"| {label} | {theirs:.2f} | {mine:.2f} | {mine / theirs:.2f} |")
     print("\nThe runner's programs, measured (median) against the plan:")
     for name in ("supervisord", "web", "worker"):
         values = [p[name] for p in programs if name in p]

@@ -18,8 +18,8 @@ Choices, from bench/process_costs.py on the demo (see the README's *Memory* sect
   slot, recycled by task count and memory, Celery's hard time limits, and a task that
   crashes its process (segfault, kernel OOM kill) takes only that child down, its message
   re-queued by the main process. ``CELERY_POOL`` overrides either way;
-- beat: embedded in the worker (forked after its imports, ~20 MB; a thread of its main
-  process with the threads pool, counted the same) instead of its own interpreter (~65 MB).
+- beat: embedded in the worker (forked after its imports, ~20 MB; with the threads pool a
+  thread of its main process, ~4 MB) instead of its own interpreter (~65 MB).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from runner.config.budget import (
     BEAT_EMBEDDED,
     BEAT_SEPARATE,
+    BEAT_THREAD,
     CELERY_PREFORK_CHILD,
     CELERY_PREFORK_MAIN,
     CELERY_THREADS_MAIN,
@@ -108,7 +109,10 @@ def _worker_floor(pool: str, concurrency: int, embed_beat: bool) -> tuple[int, s
         main, each, unit = CELERY_THREADS_MAIN, CELERY_THREADS_THREAD, "pool thread"
     total = main.working_mb + concurrency * each.working_mb
     text = f"main {main.working_mb} + {concurrency} x {each.working_mb} ({unit})"
-    if embed_beat:
+    if embed_beat and pool == "threads":  # a thread of the main (runner.worker.beat_thread)
+        total += BEAT_THREAD.working_mb
+        text += f" + beat thread {BEAT_THREAD.working_mb}"
+    elif embed_beat:
         total += BEAT_EMBEDDED.working_mb
         text += f" + beat {BEAT_EMBEDDED.working_mb}"
     return total, text

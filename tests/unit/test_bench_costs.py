@@ -59,3 +59,10 @@ def test_ratio_is_against_the_three_seed_services_summed():
     assert compared["seed"] == {"total_mb": 266.0}
     assert compared["runner-default"] == {"total_mb": 152.0, "ratio": round(152 / 266, 3)}
     assert compared["runner-prefork"] == {"total_mb": 180.0, "ratio": round(180 / 266, 3)}
+
+
+def test_the_beat_thread_is_the_workers_difference_with_and_without_beat():
+    """runner-default's worker holds the beat thread; runner-nobeat's the same without."""
+    costs = derive_costs([*RUNS, run("runner-nobeat", supervisord=18, web=54, worker=76.5)])
+    assert costs["beat_thread"] == 3.5
+    assert "beat_thread" not in derive_costs(RUNS)

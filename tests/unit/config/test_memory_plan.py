@@ -81,10 +81,11 @@ def test_default_512_plan():
     memory = plan_memory(resolve_budget(None, None), **ALL)
     assert memory.web == WebShape(1, 2)
     assert memory.worker.pool == "threads" and memory.worker.concurrency == 2
-    assert memory.floor_mb == {"supervisord": 18, "web": 75, "worker": 90}
-    assert memory.shares_mb == {"web": 200, "worker": 242, "supervisord": 18}
+    assert memory.floor_mb == {"supervisord": 18, "web": 75, "worker": 73}
+    assert memory.shares_mb == {"web": 224, "worker": 218, "supervisord": 18}
     assert memory.graceful_restart == frozenset({"beat", "worker"})
-    assert memory.lines[2] == "worker 90 MB = main 67 + 2 x 1 (pool thread) + beat 21"
+    # Beat is a thread of the worker's main with the threads pool, a process with prefork.
+    assert memory.lines[2] == "worker 73 MB = main 67 + 2 x 1 (pool thread) + beat thread 4"
 
 
 def test_1024_plan_uses_prefork():

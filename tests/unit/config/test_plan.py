@@ -130,7 +130,7 @@ def test_shutdown_fits_inside_the_grace():
         "RUNNER_NICENESS": "10",
         "RUNNER_PARENT_DEATH_SIGNAL": "USR2",  # supervisord killed: give back, exit
         "RUNNER_RESTART_AFTER_TASKS": "100",  # threads: --max-tasks-per-child's meaning
-        "RUNNER_WORKER_SHARE_MB": "233",  # threads: checked after each task
+        "RUNNER_WORKER_SHARE_MB": "210",  # threads: checked after each task
     }
     worker = plan.program("worker")
     # Pool children must not get SIGTERM straight from supervisord (tasks killed mid-way).
