@@ -155,7 +155,17 @@ class RunnerSupervisor(Supervisor):
             events.subscribe(events.Tick60Event, self.keep_awake.on_tick)
         if self.memory_guard is not None:
             events.subscribe(events.Tick5Event, self.memory_guard.on_tick)
+        # supervisord starts the programs in its loop's first transition, which comes after
+        # a first poll that waits its whole second: nothing is running yet to wake it. So
+        # every start (a wake) lost a second before the web was even forked.
+        self.start_programs()
         super().runforever()
+
+    def start_programs(self) -> None:
+        """Spawn what is due now (the autostart programs, in priority order), as the loop's
+        transition step would, instead of after the loop's first one-second poll."""
+        for group in sorted(self.process_groups.values()):
+            group.transition()
 
     def on_output(self, event: events.ProcessLogEvent) -> None:
         data = (
