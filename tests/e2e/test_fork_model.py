@@ -3,13 +3,18 @@ again at a restart, and the exec model when the project's import makes forking u
 
 Real runner, supervisord, Gunicorn and Celery, on the demo project; the projects that start a
 thread or open a log file at import are the demo's settings with two lines more, written into
-the test's directory (a settings module of the user's, not a runner fixture).
+the test's directory (a settings module of the user's, not a runner fixture), and two with
+what real projects add at import: Sentry's SDK (reporting to a collector the test runs) and
+OpenTelemetry's tracing SDK.
 """
 
 from __future__ import annotations
 
+import gzip
+import http.server
 import signal
 import textwrap
+import threading
 from pathlib import Path
 
 import psutil
@@ -17,8 +22,15 @@ import pytest
 import requests
 
 from runner.supervise.preload import FORK_VARIABLE
+from tests.support.ports import free_port
 from tests.support.processes import ProcessHandle, program_main, wait_for
-from tests.support.runner import send_add, start_runner, stop_and_check, wait_http_ok
+from tests.support.runner import (
+    run_client,
+    send_add,
+    start_runner,
+    stop_and_check,
+    wait_http_ok,
+)
 from tests.support.timeouts import START_TIMEOUT, TASK_TIMEOUT
 
 pytestmark = pytest.mark.e2e
@@ -155,3 +167,140 @@ def test_a_log_file_the_settings_open_is_written_by_the_forked_web(runner_env, t
         )
         stop_and_check(runner)
     assert EXEC_LINE not in runner.output()
+
+
+class SentryCollector:
+    """A Sentry ingest endpoint on a free local port: keeps every envelope POSTed to it
+    (decompressed), so a test can see what the project's real Sentry SDK sent."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[str] = []
+        collector = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                collector.envelopes.append(body.decode("utf-8", "replace"))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def dsn(self) -> str:
+        return f"http://public@127.0.0.1:{self.server.server_address[1]}/1"
+
+    def events_with(self, text: str) -> list[str]:
+        return [envelope for envelope in self.envelopes if text in envelope]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def sentry():
+    collector = SentryCollector()
+    yield collector
+    collector.close()
+
+
+def fail_a_task(env: dict[str, str], marker: str) -> None:
+    """``add(2, marker)`` fails in the worker with a TypeError naming ``marker``; sent from a
+    client with the demo's own settings (no Sentry of its own, so every event is the
+    worker's)."""
+    code = (
+        "from app.celery import app\n"
+        f"result = app.send_task('app.tasks.add', (2, {marker!r}))\n"
+        f"try:\n    result.get(timeout={TASK_TIMEOUT})\n"
+        "except TypeError:\n    print('failed')\n"
+    )
+    client_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    assert run_client(client_env | {"DJANGO_SETTINGS_MODULE": "app.settings"}, code, 60) == "failed"
+
+
+def test_a_project_with_sentry_keeps_the_fork_model_and_reports_from_every_worker(
+    runner_env, tmp_path: Path, sentry: SentryCollector
+):
+    """Sentry's SDK (a real one, its documented ``sentry_sdk.init(dsn=...)`` in the
+    settings, its Django and Celery integrations found by itself) starts no thread at
+    import, so the programs are still forked; its transport's thread starts in each
+    program when it first sends. A task's error reaches Sentry from the forked worker, and
+    again from the worker forked anew after a crash (supervisord's process never started a
+    Sentry thread that would make a fork wait or fall back)."""
+    user_settings(
+        runner_env,
+        tmp_path,
+        f"""
+        import sentry_sdk
+        sentry_sdk.init(dsn={sentry.dsn!r})
+        """,
+    )
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        mains = started(runner, runner_env)
+        runner_command = command_line(psutil.Process(runner.pid))
+        assert command_line(mains["worker"]) == runner_command  # forked, not executed
+        fail_a_task(runner_env, "first-worker")
+        wait_for(
+            lambda: sentry.events_with("first-worker"),
+            TASK_TIMEOUT,
+            message=lambda: f"no Sentry event from the worker; got {len(sentry.envelopes)}",
+        )
+        (event,) = sentry.events_with("first-worker")
+        assert "TypeError" in event and "app.tasks.add" in event
+        crashed = mains["worker"].pid
+        mains["worker"].send_signal(signal.SIGKILL)
+        again = wait_for(
+            lambda: (w := program_main(runner.pid, "worker")) and w.pid != crashed and w,
+            START_TIMEOUT,
+            message="the worker was not started again",
+        )
+        assert command_line(again) == runner_command
+        fail_a_task(runner_env, "second-worker")
+        wait_for(
+            lambda: sentry.events_with("second-worker"),
+            TASK_TIMEOUT,
+            message="no Sentry event from the worker forked after the crash",
+        )
+        stop_and_check(runner)
+    output = runner.output()
+    assert EXEC_LINE not in output and "starts its own interpreter" not in output
+
+
+def test_a_project_with_an_opentelemetry_batch_processor_runs_each_program_in_its_own_interpreter(
+    runner_env, tmp_path: Path
+):
+    """OpenTelemetry's SDK as its documentation sets it up: a BatchSpanProcessor starts
+    its export thread when it is made, at import; the runner names that thread, falls back
+    to the exec model, and every program works."""
+    user_settings(
+        runner_env,
+        tmp_path,
+        """
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
+        """,
+    )
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        assert_executed(started(runner, runner_env))
+        stop_and_check(runner)
+    lines = [line for line in runner.output().splitlines() if line.startswith(EXEC_LINE)]
+    assert len(lines) == 1
+    assert lines[0].startswith(EXEC_LINE + "the project's import started 1 thread(s) (Otel")
