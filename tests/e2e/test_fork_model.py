@@ -70,6 +70,16 @@ def started(runner: ProcessHandle, env: dict[str, str]) -> dict[str, psutil.Proc
     }
 
 
+def crash_worker(runner: ProcessHandle, worker: psutil.Process) -> psutil.Process:
+    """SIGKILL the worker's main process; the one supervisord starts in its place."""
+    worker.send_signal(signal.SIGKILL)
+    return wait_for(
+        lambda: (w := program_main(runner.pid, "worker")) and w.pid != worker.pid and w,
+        START_TIMEOUT,
+        message="the worker was not started again",
+    )
+
+
 @pytest.mark.parametrize("broker", ["local", "redis"])
 def test_programs_are_forked_from_the_runner_and_forked_again_at_a_restart(
     runner_env, tmp_path: Path, broker: str, request: pytest.FixtureRequest
@@ -89,13 +99,7 @@ def test_programs_are_forked_from_the_runner_and_forked_again_at_a_restart(
             assert command_line(process) == runner_command, name
         assert mains["web"].name() == "gunicorn" and mains["worker"].name() == "celery"
         # A crash: supervisord forks the worker again, from the same preloaded process.
-        crashed = mains["worker"].pid
-        mains["worker"].send_signal(signal.SIGKILL)
-        again = wait_for(
-            lambda: (w := program_main(runner.pid, "worker")) and w.pid != crashed and w,
-            START_TIMEOUT,
-            message="the worker was not started again",
-        )
+        again = crash_worker(runner, mains["worker"])
         assert command_line(again) == runner_command and again.name() == "celery"
         assert send_add(runner_env) == "5"
         stop_and_check(runner)
@@ -259,13 +263,7 @@ def test_a_project_with_sentry_keeps_the_fork_model_and_reports_from_every_worke
         )
         (event,) = sentry.events_with("first-worker")
         assert "TypeError" in event and "app.tasks.add" in event
-        crashed = mains["worker"].pid
-        mains["worker"].send_signal(signal.SIGKILL)
-        again = wait_for(
-            lambda: (w := program_main(runner.pid, "worker")) and w.pid != crashed and w,
-            START_TIMEOUT,
-            message="the worker was not started again",
-        )
+        again = crash_worker(runner, mains["worker"])
         assert command_line(again) == runner_command
         fail_a_task(runner_env, "second-worker")
         wait_for(
