@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 run(python, project, env, *step).check_returncode()
             plan_lines = planned_mb(python, project, env)
-            own, ours, programs = [], [], []
+            programs = []
+            pss_mb: dict[str, list[float]] = {"own": [], "runner": []}
             wakes: dict[str, list[Wake]] = {"own": [], "runner": []}
             for round_ in range(args.runs):
                 order = [("own", own_layout), ("runner", runner_layout)]
@@ -166,12 +167,12 @@ def main(argv: list[str] | None = None) -> int:
                     round_dir = work / f"{name}-{round_}"
                     round_dir.mkdir()
                     wake, pss, per_program = measure(start, python, project, env, round_dir)
-                    (own if name == "own" else ours).append(pss)
+                    pss_mb[name].append(pss)
                     wakes[name].append(wake)
                     if per_program:
                         programs.append(per_program)
                     print(f"round {round_ + 1} {name}: {pss:.0f} MB, {wake}", flush=True)
-    own_mb, ours_mb = statistics.median(own), statistics.median(ours)
+    own_mb, ours_mb = statistics.median(pss_mb["own"]), statistics.median(pss_mb["runner"])
     print("\n| cookiecutter-django 2024.04.03 (Django 4.2, Celery 5.3), idle | total PSS (MB) |")
     print("|---|---|")
     print(f"| its own three processes (its Procfile's web, worker, beat) | {own_mb:.0f} |")

@@ -109,12 +109,12 @@ def _worker_floor(pool: str, concurrency: int, embed_beat: bool) -> tuple[int, s
         main, each, unit = CELERY_THREADS_MAIN, CELERY_THREADS_THREAD, "pool thread"
     total = main.working_mb + concurrency * each.working_mb
     text = f"main {main.working_mb} + {concurrency} x {each.working_mb} ({unit})"
-    if embed_beat and pool == "threads":  # a thread of the main (runner.worker.beat_thread)
-        total += BEAT_THREAD.working_mb
-        text += f" + beat thread {BEAT_THREAD.working_mb}"
-    elif embed_beat:
-        total += BEAT_EMBEDDED.working_mb
-        text += f" + beat {BEAT_EMBEDDED.working_mb}"
+    if embed_beat:
+        # With the threads pool a thread of the main (runner.worker.beat_thread), else a
+        # process forked from it.
+        beat, kind = (BEAT_THREAD, "beat thread") if pool == "threads" else (BEAT_EMBEDDED, "beat")
+        total += beat.working_mb
+        text += f" + {kind} {beat.working_mb}"
     return total, text
 
 
