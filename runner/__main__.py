@@ -50,6 +50,7 @@ def _plan_text(plan) -> str:
         lines += [f"memory    {line}" for line in plan.memory.lines]
     if plan.redis_connections is not None:
         lines += [f"redis     {line}" for line in plan.redis_connections.lines()]
+    lines.append(f"stop      {plan.stop}")
     lines += [f"note      {note}" for note in plan.notes]
     return "\n".join(lines)
 
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="check that Redis answers as configured (exit 1 if not), start nothing"
     )
     status_parser = commands.add_parser(
-        "status", help="show the running service's components, memory and Redis (exit 1 if none)"
+        "status",
+        help="show the running service's components, memory and Redis (exit 1 if none runs, "
+        "or if it is not healthy)",
     )
     status_parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)

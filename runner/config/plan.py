@@ -126,6 +126,7 @@ class Plan:
     # Redis pool limits per program and their sum (runner.config.connections); None without Redis.
     redis_connections: RedisConnections | None = None
     memory: MemoryPlan | None = None
+    stop: str = ""  # the stop grace and why, for `python -m runner plan`
 
     @property
     def shares_mb(self) -> dict[str, int]:
@@ -424,6 +425,14 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
             "options (WEB_CONCURRENCY, WEB_TIMEOUT, PORT, LOG_LEVEL; python -m runner plan "
             "shows them); move what you need from it into those variables"
         )
+    window = settings.stop_window
+    if settings.shutdown_grace_given and settings.shutdown_grace >= window.stop_seconds:
+        if window.platform is not None:
+            notes.append(
+                f"SHUTDOWN_GRACE_SECONDS={settings.shutdown_grace} is not shorter than "
+                f"{window.platform}'s {window.stop_seconds} s stop window: the platform's "
+                "SIGKILL may come first, with tasks neither finished nor given back"
+            )
     if settings.keep_awake_url:
         notes.append(
             f"keep-awake: requesting {settings.keep_awake_url} every {KEEP_AWAKE_MINUTES} "
@@ -465,4 +474,18 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         notes=tuple(notes),
         redis_connections=connections,
         memory=memory,
+        stop=_stop_line(settings, grace),
+    )
+
+
+def _stop_line(settings: Settings, grace: int) -> str:
+    """The stop grace, what it leaves the tasks, and where it comes from."""
+    source = (
+        "SHUTDOWN_GRACE_SECONDS"
+        if settings.shutdown_grace_given
+        else f"{settings.stop_window.why()}; SHUTDOWN_GRACE_SECONDS changes it"
+    )
+    return (
+        f"grace {settings.shutdown_grace} s after SIGTERM or SIGINT: running tasks get "
+        f"{grace} s, then go back to the queue ({source})"
     )

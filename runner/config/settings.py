@@ -18,6 +18,7 @@ from runner.config.celery_args import (
     parse_celery_args,
 )
 from runner.config.environment import EnvironmentReader
+from runner.config.platform import UNKNOWN_PLATFORM, StopWindow, stop_window
 from runner.config.redis import RedisSettings, read_redis_settings
 from runner.errors import ConfigError
 
@@ -26,8 +27,8 @@ POOLS = ("auto", "prefork", "threads")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 DEFAULT_PORT = 8000
-# Render kills the instance 30 s after SIGTERM; leave 5 s for supervisord itself to exit.
-DEFAULT_SHUTDOWN_GRACE_SECONDS = 25
+# The stop grace's default follows the platform (runner.config.platform): Render 25 s, docker
+# stop and unknown platforms 8 s, Fly.io 4 s.
 MIN_SHUTDOWN_GRACE_SECONDS = 5
 # The seed's Gunicorn timeout and Celery child recycling.
 DEFAULT_WEB_TIMEOUT_SECONDS = 120
@@ -99,9 +100,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "SHUTDOWN_GRACE_SECONDS",
-        str(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+        "(by platform)",
         "After SIGTERM, time for in-flight requests and tasks to finish before "
-        "children are killed. Render kills everything 30 s after SIGTERM.",
+        "children are killed. Default: the platform's stop window minus a margin (Render, "
+        "Heroku, Kubernetes 25; Cloud Run, Docker and unrecognised 8; Fly.io 4).",
     ),
     Variable("LOG_LEVEL", "info", "Log level of every component: debug, info, warning, error."),
     Variable(
@@ -238,6 +240,9 @@ class Settings:
     worker_log_level: str | None = None  # -l in CELERY_WORKER_ARGS; else LOG_LEVEL
     beat_log_level: str | None = None
     beat_scheduler: str | None = None  # -S in CELERY_BEAT_ARGS (or the worker's)
+    # The platform's stop window, which gives shutdown_grace its default.
+    stop_window: StopWindow = UNKNOWN_PLATFORM
+    shutdown_grace_given: bool = False  # SHUTDOWN_GRACE_SECONDS was set
     fork: bool = True  # RUNNER_FORK: programs forked from the preloaded runner
 
     @property
@@ -334,6 +339,7 @@ def _with_celery_args(env: EnvironmentReader, settings: Settings) -> Settings:
 def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
     """Build Settings from ``environ``; raise ConfigError listing every bad variable."""
     env = EnvironmentReader(environ)
+    window = stop_window(environ)
     settings = Settings(
         port=env.int("PORT", DEFAULT_PORT, minimum=1, maximum=65535),
         run_web=env.bool("RUN_WEB", True),
@@ -349,10 +355,12 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
         web_timeout=env.int("WEB_TIMEOUT", DEFAULT_WEB_TIMEOUT_SECONDS, minimum=1, maximum=3600),
         shutdown_grace=env.int(
             "SHUTDOWN_GRACE_SECONDS",
-            DEFAULT_SHUTDOWN_GRACE_SECONDS,
+            window.grace_seconds,
             minimum=MIN_SHUTDOWN_GRACE_SECONDS,
             maximum=3600,
         ),
+        stop_window=window,
+        shutdown_grace_given=bool(environ.get("SHUTDOWN_GRACE_SECONDS")),
         log_level=env.choice("LOG_LEVEL", "info", LOG_LEVELS),
         data_dir=cwd / (env.text("RUNNER_DATA_DIR") or DEFAULT_DATA_DIR),
         django_settings_module=env.text("DJANGO_SETTINGS_MODULE"),
