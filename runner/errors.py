@@ -14,6 +14,13 @@ EXIT_FAILURE = 1  # something went wrong while starting (migrations, preflight)
 EXIT_BAD_CONFIG = 2  # bad input: nothing was started
 EXIT_COMPONENT_FAILED = 3  # a component could not start; the runner stopped the rest
 
+# A program's own exit statuses when it exits on purpose, read by runner.supervise.exits:
+# supervisord would count an exit soon after a start as a failed start, and three of those
+# stop the service. These never count; each says how soon to start the program again.
+EXIT_PLANNED_RESTART = 90  # the worker restarts itself (CELERY_MAX_TASKS_PER_CHILD, beat died)
+EXIT_MEMORY_RESTART = 91  # the worker gives back what its tasks kept (its memory share)
+EXIT_BROKER_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: Redis cannot be used now; try later
+
 
 @dataclass(frozen=True)
 class Problem:

@@ -54,6 +54,7 @@ from runner.config.settings import Settings, beat_record_path, load_settings
 from runner.config.supervisord_conf import LIMITS_NAME
 from runner.status import when
 from runner.supervise.discover import read_manage_py
+from runner.supervise.exits import PAUSED
 from runner.supervise.memory import sample_tree
 from runner.supervise.runstate import read_pointer, read_starts, run_dir_of
 from runner.supervise.watchdog import Limits
@@ -313,6 +314,8 @@ def assemble_components(
             continue
         state = STATE_WORDS.get(info.get("statename", "UNKNOWN"), "unknown")
         spawn_error = info.get("spawnerr") or ""
+        if spawn_error.startswith(PAUSED):  # runner.supervise.exits: a pause, then a start
+            state = STATE_WORDS["BACKOFF"]
         if spawn_error:
             note = f"{note}; {spawn_error}" if note else spawn_error
         components.append(

@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from runner.errors import RunnerError
+from runner.errors import EXIT_FAILURE, EXIT_OK, RunnerError
 from runner.status import gather as status_data
 from runner.status import when
 from runner.supervise.runstate import POINTER_NAME, read_pointer
@@ -152,10 +152,12 @@ def collect(environ: Mapping[str, str], cwd: Path) -> status_data.Status:
 
 
 def main(environ: Mapping[str, str], cwd: Path, as_json: bool) -> int:
-    """Print the status; raises NotRunningError when nothing runs here."""
+    """Print the status; raises NotRunningError when nothing runs here. Exit status 1 when
+    the service is not healthy (a component down or restarting, beat overdue, a problem), so
+    that a script or a health check can act on it."""
     status = collect(environ, cwd)
     if as_json:
         print(json.dumps(status.to_json(), indent=2))
     else:
         print(render_text(status))
-    return 0
+    return EXIT_OK if status.healthy else EXIT_FAILURE

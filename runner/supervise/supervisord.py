@@ -9,6 +9,9 @@ live inside the same process (no extra Python process, and no event buffer to ov
 - supervisord's messages are rewritten in the runner's words (``runner.supervise.words``);
 - a component that cannot start at all stops the service with a failure status, instead
   of a crash loop (supervisord itself would keep the others running and exit 0);
+- an exit a program makes on purpose (``runner.supervise.exits``: a planned restart, memory
+  given back, Redis unavailable) is never counted as a failed start, and waits the pause
+  that judgement gives;
 - the memory budget is enforced every 5 s (``runner.supervise.memory_guard``).
 """
 
@@ -20,13 +23,14 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 from supervisor import events, loggers
 from supervisor.medusa import asyncore_25 as asyncore
 from supervisor.options import ServerOptions
-from supervisor.states import SupervisorStates
+from supervisor.states import ProcessStates, SupervisorStates
 from supervisor.supervisord import Supervisor
 
 from runner.config.plan import PARENT_DEATH_SIGNAL_VARIABLE
@@ -34,7 +38,7 @@ from runner.config.settings import load_settings
 from runner.config.supervisord_conf import GROUP, LIMITS_NAME
 from runner.errors import EXIT_COMPONENT_FAILED, EXIT_OK
 from runner.prctl import die_with_parent
-from runner.supervise import preload
+from runner.supervise import exits, preload
 from runner.supervise.forked import become, entry_for
 from runner.supervise.keepawake import KeepAwake
 from runner.supervise.logrelay import LineRelay, prefix
@@ -80,6 +84,15 @@ class RunnerServerOptions(ServerOptions):
         self.spared = spared
         # Whether the program being spawned now is forked (no other thread at its fork).
         self.fork_this = True
+        # The last child reaped, (pid, wait status): supervisord keeps no exit status of a
+        # program that exited too soon after its start, which is what the judgement needs.
+        self.last_reaped: tuple[int, int] = (0, 0)
+
+    def waitpid(self):
+        pid, sts = super().waitpid()
+        if pid:
+            self.last_reaped = (pid, sts)
+        return pid, sts
 
     @property
     def fork_model(self) -> bool:
@@ -142,6 +155,8 @@ class RunnerSupervisor(Supervisor):
         self.memory_guard = MemoryGuard(self, GROUP, limits, self.say) if limits else None
         self.keep_awake = KeepAwake(keep_awake_url, self.say) if keep_awake_url else None
         self.starts: dict[str, int] = {}  # spawns per program, for the status page
+        self.exits: tuple[exits.PastExit, ...] = ()  # intended exits, for their pauses
+        self.paused: dict[str, tuple[object, float]] = {}  # program -> (process, until)
 
     def say(self, text: str) -> None:
         """One line of the runner's own, on stdout."""
@@ -206,10 +221,63 @@ class RunnerSupervisor(Supervisor):
             leftover = self.relay.flush(name)
             if leftover:
                 _write(self.out, "".join(leftover))
+        if isinstance(event, (events.ProcessStateBackoffEvent, events.ProcessStateExitedEvent)):
+            self.judge_exit(
+                event.process, backoff=isinstance(event, events.ProcessStateBackoffEvent)
+            )
         if isinstance(event, events.ProcessStateFatalEvent):
             # The same as SIGTERM or `supervisorctl shutdown`: stop everything, in order.
             self.exit_status = EXIT_COMPONENT_FAILED
             self.options.mood = SupervisorStates.SHUTDOWN
+
+    def last_exit_status(self, process) -> int | None:
+        """The exit status of ``process``'s last run (None: a signal ended it, or unknown)."""
+        pid, sts = self.options.last_reaped
+        if not pid or pid != process.pid or not os.WIFEXITED(sts):
+            return None
+        return os.WEXITSTATUS(sts)
+
+    def judge_exit(self, process, backoff: bool) -> None:
+        """Called as supervisord records an exit (``finish``): an intended exit is taken out
+        of supervisord's count of failed starts, and waits its pause."""
+        verdict = exits.judge(
+            process.config.name, self.last_exit_status(process), self.exits, time.monotonic()
+        )
+        self.exits = verdict.history
+        if not verdict.intended:
+            return
+        if backoff:
+            process.backoff -= 1  # supervisord counted it as a failed start: it was not one
+        if verdict.pause_seconds > 0:
+            # Held STOPPED, which supervisord never starts by itself once a program has run
+            # (BACKOFF's delay would be taken for a clock gone back and cut to its count of
+            # failed starts); resume_paused() starts it when the pause is over.
+            process.state = ProcessStates.STOPPED
+            process.spawnerr = f"{exits.PAUSED}: starting again in {verdict.pause_seconds:.0f} s"
+            self.paused[process.config.name] = (process, time.monotonic() + verdict.pause_seconds)
+        elif backoff:
+            process.delay = time.time()  # BACKOFF starts it at the next transition
+        if verdict.line:
+            self.say(verdict.line)
+
+    def resume_paused(self) -> None:
+        """Start the programs whose pause is over (unless the service is stopping)."""
+        now = time.monotonic()
+        for name, (process, until) in list(self.paused.items()):
+            if self.options.mood < SupervisorStates.RUNNING:
+                self.paused.clear()
+                return
+            if now < until:
+                continue
+            del self.paused[name]
+            if process.state == ProcessStates.STOPPED:  # nobody stopped or started it meanwhile
+                process.spawn()
+
+    def tick(self, now=None) -> None:
+        """supervisord's tick, once per loop iteration, and the end of any pause."""
+        super().tick(now)
+        if self.paused:
+            self.resume_paused()
 
 
 def read_limits(run_dir: Path) -> Limits | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from runner.supervise.exits import KINDS
+
 _Rewrite = Callable[[re.Match[str]], str | None]
 
 _RULES: tuple[tuple[re.Pattern[str], _Rewrite], ...] = (
@@ -19,6 +21,14 @@ _RULES: tuple[tuple[re.Pattern[str], _Rewrite], ...] = (
         lambda m: f"{m['name']} starting (pid {m['pid']})",
     ),
     (re.compile(r"^success: (?P<name>[\w-]+) entered RUNNING state"), lambda m: None),
+    # An intended exit: runner.supervise.supervisord says its own line (the pause, why).
+    (
+        re.compile(
+            rf"^exited: [\w-]+ \(exit status ({'|'.join(str(s) for s in sorted(KINDS))}); "
+            r"(not )?expected\)$"
+        ),
+        lambda m: None,
+    ),
     (
         re.compile(r"^exited: (?P<name>[\w-]+) \(terminated by SIGKILL; not expected\)$"),
         lambda m: (

@@ -31,6 +31,8 @@ import threading
 from celery.beat import Service
 from celery.worker import components
 
+from runner.worker.beat_watch import BeatWatch
+
 THREAD_NAME = "Beat"  # Celery's name for its embedded beat, process or thread
 # How long a stop waits for beat to save its schedule and free its leader lock.
 STOP_TIMEOUT_SECONDS = 10.0
@@ -100,15 +102,36 @@ class BeatThread(threading.Thread):
 
 
 class Beat(components.Beat):
-    """Celery's ``Beat`` bootstep, with beat as a thread when the pool is threads."""
+    """Celery's ``Beat`` bootstep, with beat as a thread when the pool is threads, and
+    watched in both pools (``runner.worker.beat_watch``)."""
 
     name = "celery.worker.components.Beat"  # the step it replaces, for anything naming it
 
     def create(self, w):
+        self.watch = None
         if not _runs_threads(w):
             return super().create(w)
         w.beat = BeatThread(w.app, schedule_filename=w.schedule_filename, scheduler_cls=w.scheduler)
         return w.beat
+
+    def start(self, w):
+        started = super().start(w)
+        if self.obj is not None:
+            self.watch = BeatWatch(self.obj)
+            self.watch.start()
+        return started
+
+    def stop(self, w):
+        self._unwatch()  # before beat stops: its end is then no surprise
+        return super().stop(w)
+
+    def terminate(self, w):
+        self._unwatch()
+        return super().terminate(w)
+
+    def _unwatch(self) -> None:
+        if getattr(self, "watch", None) is not None:
+            self.watch.stop()
 
 
 def _runs_threads(w) -> bool:

@@ -44,7 +44,19 @@ from runner.config.plan import (
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
 )
-from runner.worker import beat_record, beat_thread, idle, memory_check, redis_restart
+from runner.errors import EXIT_PLANNED_RESTART
+from runner.worker import (
+    beat_record,
+    beat_thread,
+    beat_watch,
+    broker_fault,
+    idle,
+    intent,
+    liveness,
+    local_store,
+    memory_check,
+    redis_restart,
+)
 from runner.worker import hooks as celery_hooks
 
 EX_REQUEUED = 0  # a clean exit: nothing is lost, the tasks are back in the queue
@@ -62,6 +74,15 @@ def _remember_worker(sender=None, **_kwargs) -> None:
     _workers.append(sender)
     # Before the consumer is built: it reads its steps from the app then.
     redis_restart.add_to(sender.app)
+    # Redis full, capped or refusing: a pause and a new start, not a failed one.
+    broker_fault.install_on(sender)
+    # The local default: what a killed worker had taken goes back in the queue.
+    restored = local_store.restore_taken_for(sender.app)
+    if restored:
+        logger.warning(
+            "worker: %d task(s) taken by a worker that was killed put back in the queue",
+            restored,
+        )
 
 
 def pool_can_cancel(pool) -> bool:
@@ -147,6 +168,7 @@ def _end_warm_shutdown(reason: str = "shutdown grace over", now: bool = False) -
     the pool's processes are ended and this one exits at once."""
     worker = _workers[-1] if _workers else None
     pool = getattr(worker, "pool", None)
+    beat_watch.stop_watching()  # beat is ended below, on purpose
     # Again, from here: the cancel asked for at the start of the warm shutdown runs only if
     # the consumer's loop still turns, which Redis's event loop may no longer do by now.
     stop_consuming(worker)
@@ -171,7 +193,7 @@ def _end_warm_shutdown(reason: str = "shutdown grace over", now: bool = False) -
     beat_thread.stop(worker)  # its schedule saved and its leader lock freed before the exit
     wait_for_children(stop_beat=True)
     logging.shutdown()  # flush the line before the exit that skips Python's clean-up
-    os._exit(EX_REQUEUED)
+    os._exit(int(intent.exit_status(EX_REQUEUED) or 0))
 
 
 def wait_for_children(timeout: float = CHILDREN_EXIT_SECONDS, stop_beat: bool = False) -> None:
@@ -272,7 +294,7 @@ class TaskCountRestart:
             "so that the memory they kept is given back",
             self.limit,
         )
-        os.kill(os.getpid(), signal.SIGTERM)
+        intent.restart(EXIT_PLANNED_RESTART)
 
 
 def restart_after_tasks() -> TaskCountRestart | None:
@@ -314,6 +336,8 @@ def main() -> None:
     beat_record.install()
     # Fewer Redis commands at idle, and a stop that does not wait for the pending BRPOP.
     idle.install()
+    # A consumer that stopped asking Redis for work is restarted (liveness is taking work).
+    liveness.install()
     restart_after_tasks()
     # A fast leak: the threads pool checks its memory after every task.
     memory_check.install()
@@ -322,6 +346,9 @@ def main() -> None:
     sys.argv[0] = "celery"
     try:
         celery_main()
+    except SystemExit as stop:
+        # Celery's status, or why this worker asked to restart (runner.supervise.exits).
+        raise SystemExit(intent.exit_status(stop.code)) from None
     finally:
         wait_for_children()
 

@@ -18,7 +18,14 @@ the runner checked the folder at start (``runner.supervise.launch``), and storin
 when the disk is full.
 
 A worker takes a message by renaming it into the staging folder beside the queue (kombu
-moves it through ``/tmp``), so that taking it is atomic and private too.
+moves it through ``/tmp``), so that taking it is atomic and private too. The file stays there
+until the message is acknowledged, rejected or given back: kombu keeps a message it has
+taken only in the worker's memory, so a worker killed (SIGKILL, the OOM killer, a platform's
+stop that came too soon) lost the task it was running, its state STARTED for ever. Here the
+next worker to start moves every staged file back into the queue (``restore_taken``), as
+Redis's visibility timeout brings back what a dead worker had taken: at least once, never
+lost. One worker consumes a data directory at a time (the runner's lock), so a staged file
+at a worker's start belongs to no live worker.
 
 ``install()`` makes ``filesystem://`` and ``file://`` mean these classes in this process.
 ``runner.web.django_settings`` calls it when it chooses the local default, so every process that
@@ -84,9 +91,14 @@ class ResultWriteError(OSError):
     """A result could not be stored in the local results folder (disk full, read-only)."""
 
 
+# The message property that names a taken message's file in the staging folder.
+STAGED_PROPERTY = "runner_staged"
+
+
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
         """Put ``payload`` onto ``queue``: the same file name as kombu's, written atomically."""
+        payload.get("properties", {}).pop(STAGED_PROPERTY, None)  # a message put back
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         try:
             write_atomically(os.path.join(self.data_folder_out, name), str_to_bytes(dumps(payload)))
@@ -96,7 +108,8 @@ class Channel(filesystem.Channel):
 
     def _get(self, queue):
         """Take the oldest message of ``queue``: kombu's order and file names, but moved by
-        one ``rename`` into the staging folder beside the queue, then read and removed.
+        one ``rename`` into the staging folder beside the queue, read, and kept there until
+        the message is settled (``_settle``).
 
         kombu moves it into ``tempfile.gettempdir()``: world-writable ``/tmp``, where another
         user could read task arguments or squat a message's name, and, when the data
@@ -115,14 +128,44 @@ class Channel(filesystem.Channel):
                 continue
             try:
                 with open(taken, "rb") as message:
-                    payload = message.read()
-            except OSError as error:
-                raise ChannelError(f"Cannot read file {taken!r} from queue.") from error
-            finally:
+                    payload = loads(bytes_to_str(message.read()))
+            except (OSError, ValueError) as error:
                 with contextlib.suppress(OSError):
                     os.unlink(taken)
-            return loads(bytes_to_str(payload))
+                raise ChannelError(f"Cannot read file {taken!r} from queue.") from error
+            payload.setdefault("properties", {})[STAGED_PROPERTY] = filename
+            return payload
         raise Empty()
+
+    def _staged(self, message) -> str | None:
+        """The staged file of a taken ``message`` (read before it is put back: putting it
+        back drops the property)."""
+        filename = (getattr(message, "properties", None) or {}).get(STAGED_PROPERTY)
+        return os.path.join(self.processed_folder, filename) if filename else None
+
+    def _settled(self, staged: str | None) -> None:
+        """The message is acknowledged, rejected or back in the queue: its staged file goes."""
+        if staged:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+
+    def basic_ack(self, delivery_tag, multiple=False):
+        staged = self._staged(self.qos._delivered.get(delivery_tag))
+        try:
+            return super().basic_ack(delivery_tag, multiple=multiple)
+        finally:
+            self._settled(staged)
+
+    def basic_reject(self, delivery_tag, requeue=False):
+        staged = self._staged(self.qos._delivered.get(delivery_tag))
+        super().basic_reject(delivery_tag, requeue=requeue)  # a failed requeue keeps the file
+        self._settled(staged)
+
+    def _restore(self, message):
+        """Put an unacknowledged message back (kombu, as the channel closes)."""
+        staged = self._staged(message)
+        super()._restore(message)
+        self._settled(staged)
 
 
 class Transport(filesystem.Transport):
@@ -146,6 +189,32 @@ class ResultFiles(FilesystemBackend):
             if isinstance(cause, OSError) and cause.errno in NO_SPACE:
                 return  # full now, maybe not in a minute: not a wrong path
             raise
+
+
+def restore_taken(queue_folder: str, staging_folder: str) -> int:
+    """Move every message a dead worker had taken back into the queue; how many. Call it in
+    a worker as it starts, before it consumes."""
+    try:
+        names = sorted(os.listdir(staging_folder))
+    except FileNotFoundError:
+        return 0
+    restored = 0
+    for name in names:
+        if name.startswith(".") or not name.endswith(".msg"):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(os.path.join(staging_folder, name), os.path.join(queue_folder, name))
+            restored += 1
+    return restored
+
+
+def restore_taken_for(app) -> int:
+    """``restore_taken`` for ``app``'s broker, when it is the local default's."""
+    options = app.conf.broker_transport_options or {}
+    url = str(app.conf.broker_url or "")
+    if not url.startswith("filesystem:") or "processed_folder" not in options:
+        return 0
+    return restore_taken(options["data_folder_in"], options["processed_folder"])
 
 
 def install() -> None:

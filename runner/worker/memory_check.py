@@ -14,10 +14,12 @@ that check for it, on ``task_postrun`` in the worker's main process:
 - it keeps the largest growth seen from one task's end to the next, and restarts when
   *the next task at that growth* would take it over its share: the peak stays at about the
   share, not one task past it;
-- a restart is graceful, as ``CELERY_MAX_TASKS_PER_CHILD``'s (``runner.worker.entry``): a
+- a restart is graceful, as ``CELERY_MAX_TASKS_PER_CHILD``'s (``runner.worker.intent``): a
   SIGTERM to itself, so the worker stops taking tasks at once, gives back the ones it had
-  reserved, lets the running one finish within the warm-shutdown bound, and exits;
-  supervisord starts it again with the memory given back. One line says why.
+  reserved, lets the running one finish within the warm-shutdown bound, and exits with
+  ``EXIT_MEMORY_RESTART``; supervisord starts it again with the memory given back, after a
+  pause if it keeps happening (``runner.supervise.exits``). One line says why: the task that
+  kept the most, and how much.
 
 The share comes from the plan (``RUNNER_WORKER_SHARE_MB``, ``python -m runner plan``).
 """
@@ -26,13 +28,14 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 
 import psutil
 from celery.signals import task_postrun
 
 from runner.config.plan import WORKER_SHARE_VARIABLE
+from runner.errors import EXIT_MEMORY_RESTART
+from runner.worker import intent
 
 logger = logging.getLogger("runner.worker")
 MB = 1024 * 1024
@@ -61,28 +64,32 @@ class MemoryShareRestart:
     def __init__(self, share_mb: float, measure=None, restart=None) -> None:
         self.share_mb = share_mb
         self.measure = measure or OwnMemory()
-        self.restart = restart or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.restart = restart or (lambda: intent.restart(EXIT_MEMORY_RESTART))
         self.last_mb: float | None = None
         self.largest_growth_mb = 0.0
+        self.largest_task = "?"  # the task whose run grew the worker the most
         self.restarting = False
         self._lock = threading.Lock()
 
-    def __call__(self, **_kwargs) -> None:
+    def __call__(self, sender=None, **_kwargs) -> None:
         with self._lock:
             if self.restarting:
                 return
             now = self.measure()
-            if self.last_mb is not None:
-                self.largest_growth_mb = max(self.largest_growth_mb, now - self.last_mb)
+            if self.last_mb is not None and now - self.last_mb > self.largest_growth_mb:
+                self.largest_growth_mb = now - self.last_mb
+                self.largest_task = getattr(sender, "name", None) or "?"
             self.last_mb = now
             if now + self.largest_growth_mb <= self.share_mb:
                 return
             self.restarting = True
         logger.warning(
-            "worker: %.0f MB after a task, growing up to %.0f MB a task: the next would pass "
-            "its %.0f MB share; restarting gracefully to give the memory back",
+            "worker: %.0f MB after a task, growing up to %.0f MB a task (%s kept the most): "
+            "the next would pass its %.0f MB share; restarting gracefully to give the memory "
+            "back",
             now,
             self.largest_growth_mb,
+            self.largest_task,
             self.share_mb,
         )
         self.restart()

@@ -17,7 +17,7 @@ from runner.config.plan import Plan, make_plan
 from runner.config.project import Project
 from runner.config.redis import RedisSettings, TLSOptions
 from runner.config.settings import load_settings
-from runner.status import when
+from runner.status import text, when
 from runner.status.gather import (
     NOT_RUN_HERE,
     BeatRecord,
@@ -34,6 +34,7 @@ from runner.status.gather import (
 )
 from runner.status.text import render_text
 from runner.supervise import runstate
+from runner.supervise.exits import PAUSED
 from runner.worker import beat_record as beat_record_module
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
@@ -327,3 +328,25 @@ def test_start_counts_round_trip(tmp_path):
     assert runstate.read_starts(tmp_path) == {}
     runstate.write_starts(tmp_path, {"web": 1, "worker": 3})
     assert runstate.read_starts(tmp_path) == {"web": 1, "worker": 3}
+
+
+def test_a_program_paused_by_the_runner_reads_as_restarting():
+    """A worker held STOPPED during its pause (runner.supervise.exits) is "restarting"."""
+    plan = plan_for({"RUN_WEB": "false", "RUN_BEAT": "false"})
+    components = assemble_components(
+        plan, [info("worker", "STOPPED", spawnerr=f"{PAUSED}: starting again in 8 s")], {}, {}, {}
+    )
+    assert {c.name: c.state for c in components}["worker"] == "restarting"
+
+
+@pytest.mark.parametrize(("healthy", "exit_status"), [(True, 0), (False, 1)])
+def test_runner_status_exits_non_zero_when_not_healthy(monkeypatch, capsys, healthy, exit_status):
+    """`python -m runner status`: 0 when all is well, 1 when a component is down or
+    restarting, so that scripts and health checks can act on it."""
+    current = status()
+    if not healthy:
+        down = replace(current.components[1], state="restarting")
+        current = status(components=(current.components[0], down))
+    monkeypatch.setattr(text, "collect", lambda _environ, _cwd: current)
+    assert text.main({}, Path("."), as_json=False) == exit_status
+    assert capsys.readouterr().out.startswith("service   app.settings")

@@ -55,10 +55,19 @@ def test_filesystem_urls_use_the_runners_classes(tmp_path: Path, channel):
     assert isinstance(app.backend, ResultFiles)
 
 
+def without_staging(payload: dict) -> dict:
+    """A taken message's payload without the property that names its staged file."""
+    properties = payload.get("properties", {})
+    properties.pop(local_store.STAGED_PROPERTY)
+    if not properties:
+        payload.pop("properties")
+    return payload
+
+
 def test_a_queued_message_reads_back(channel):
     """The message is where kombu's own reader looks for it, whole."""
     channel._put("celery", {"body": "hello"})
-    assert channel._get("celery") == {"body": "hello"}
+    assert without_staging(channel._get("celery")) == {"body": "hello"}
 
 
 def test_messages_are_taken_in_order_through_the_staging_folder_never_tmp(
@@ -82,7 +91,8 @@ def test_messages_are_taken_in_order_through_the_staging_folder_never_tmp(
     with pytest.raises(Empty):
         channel._get("celery")
     assert set(moved_to) == {str(tmp_path / "staging")}
-    assert list((tmp_path / "staging").iterdir()) == list(elsewhere.iterdir()) == []
+    assert list(elsewhere.iterdir()) == []
+    assert len(list((tmp_path / "staging").iterdir())) == 3  # taken, not yet settled
     assert len(list((tmp_path / "queue").iterdir())) == 1  # the other queue's message stays
 
 
@@ -95,7 +105,61 @@ def test_a_message_another_worker_took_first_is_skipped(tmp_path: Path, channel,
     first.rename(tmp_path / "taken-by-another")  # another worker's rename, after the listing
     monkeypatch.setattr(local_store.os, "listdir", lambda _folder: list(listing))
     left = json.loads((tmp_path / "taken-by-another").read_text())["n"]
-    assert channel._get("celery") == {"n": 1 - left}
+    assert without_staging(channel._get("celery")) == {"n": 1 - left}
+
+
+def consume_one(channel) -> list:
+    """Take one message of queue "celery" through kombu's channel, unacknowledged."""
+    message = channel.basic_get("celery", no_ack=False)
+    return [message] if message is not None else []
+
+
+def publish(channel, body: str) -> None:
+    """Queue ``body`` on "celery" as kombu's basic_publish does once it has routed it (the
+    routing tables are kombu's shared state across connections: not this test's)."""
+    message = channel.prepare_message(body)
+    message["properties"]["delivery_info"] = {"exchange": "", "routing_key": "celery"}
+    message["properties"]["delivery_tag"] = channel._next_delivery_tag()
+    channel._put("celery", message)
+
+
+@pytest.fixture
+def declared(channel):
+    channel.queue_declare("celery")
+    return channel
+
+
+@pytest.mark.parametrize("settle", ["ack", "reject", "requeue", "restore"])
+def test_a_taken_message_stays_staged_until_it_is_settled(tmp_path: Path, declared, settle):
+    """Acknowledged, rejected, given back or put back at close: the staged file goes, and a
+    message put back is in the queue once."""
+    publish(declared, "hi")
+    (got,) = consume_one(declared)
+    staging = tmp_path / "staging"
+    assert len(list(staging.iterdir())) == 1
+    if settle == "ack":
+        declared.basic_ack(got.delivery_tag)
+    elif settle in ("reject", "requeue"):
+        declared.basic_reject(got.delivery_tag, requeue=settle == "requeue")
+    else:
+        declared.qos.restore_unacked()
+    assert list(staging.iterdir()) == []
+    queued = list((tmp_path / "queue").iterdir())
+    assert len(queued) == (1 if settle in ("requeue", "restore") else 0)
+    if queued:
+        assert local_store.STAGED_PROPERTY not in json.loads(queued[0].read_text())["properties"]
+
+
+def test_what_a_killed_worker_had_taken_goes_back_to_the_queue(tmp_path: Path, declared):
+    """A worker dies holding a message (nothing settles it): the next worker to start puts it
+    back, and it is consumed again."""
+    publish(declared, "work")
+    assert len(consume_one(declared)) == 1  # taken, and the worker dies here
+    (tmp_path / "staging" / ".half-written.msg.tmp").write_text("")  # not a message: stays
+    assert local_store.restore_taken(str(tmp_path / "queue"), str(tmp_path / "staging")) == 1
+    assert [p.name for p in (tmp_path / "staging").iterdir()] == [".half-written.msg.tmp"]
+    (again,) = consume_one(declared)
+    assert again.body in (b"work", "work")
 
 
 def test_a_message_on_a_full_disk_is_a_clear_error_and_leaves_nothing(

@@ -1,0 +1,208 @@
+"""Supervision tells intent from failure: the runner's own restarts never stop the service.
+
+With the defaults (threads pool, CELERY_MAX_TASKS_PER_CHILD=100) the worker restarts itself
+after every 100 tasks, so a burst restarts it many times within supervisord's start window.
+Those exits are the plan's, not crashes: the service stays up, every task's result comes
+back, and ``/healthz`` never fails. A backlog waiting in Redis at boot (a wake after a busy
+night) is the same case, from the first second.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.processes import program_processes, wait_for
+from tests.support.runner import run_client, speed_up_heartbeat, start_runner, wait_http_ok
+from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
+from tests.support.traffic import health_probe, without_access_log
+
+pytestmark = pytest.mark.e2e
+
+BURST_TASKS = 1500
+BACKLOG_TASKS = 600
+# Every result of a burst, on two shared cores, with the worker restarting every 100 tasks.
+BURST_TIMEOUT = 300
+RESTART_LINE = "tasks done (CELERY_MAX_TASKS_PER_CHILD): restarting gracefully"
+STOPPED_LINE = "stopping the service"
+
+
+def send_many(count: int) -> str:
+    """A client's code: ``count`` add tasks sent at once, then every result waited for; it
+    prints how many came back right."""
+    return (
+        "from app.celery import app\n"
+        f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({count})]\n"
+        "print('sent', flush=True)\n"
+        f"got = [r.get(timeout={BURST_TIMEOUT}) for r in sent]\n"
+        f"print(sum(1 for i, value in enumerate(got) if value == i + 1))\n"
+    )
+
+
+def assert_burst_ran(runner, env: dict[str, str], count: int) -> None:
+    """``count`` tasks sent and all their results back, while /healthz answers every probe
+    and the runner keeps running; the worker restarted on its own along the way."""
+    with health_probe(env["PORT"]) as probe:
+        printed = run_client(env, send_many(count), BURST_TIMEOUT + 60)
+    output = runner.output()
+    assert runner.poll() is None, without_access_log(output)
+    assert printed.splitlines()[-1] == str(count), (printed, without_access_log(output))
+    assert STOPPED_LINE not in output, without_access_log(output)
+    assert probe.failures == [], probe.failures[:5]
+    assert probe.answered > 10
+    assert output.count(RESTART_LINE) >= count // 100 - 1, without_access_log(output)
+
+
+def stop(runner) -> None:
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=STOP_TIMEOUT) == 0, without_access_log(runner.output())
+
+
+def test_a_burst_on_the_local_default_never_stops_the_service(runner_env, tmp_path: Path):
+    """1500 tasks at once with the defaults and no Redis: every result back, the worker
+    restarted every 100 tasks, the service up throughout and /healthz never failing."""
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+        assert_burst_ran(runner, runner_env, BURST_TASKS)
+        stop(runner)
+
+
+def test_a_backlog_in_redis_at_boot_is_worked_off(runner_env, tmp_path: Path, redis_plain):
+    """600 tasks already queued in Redis when the service starts (a wake after a busy night):
+    all of them run, the service stays up."""
+    runner_env["REDIS_URL"] = redis_plain.url()
+    printed = run_client(
+        runner_env,
+        "from app.celery import app\n"
+        f"ids = [app.send_task('app.tasks.add', (i, 1)).id for i in range({BACKLOG_TASKS})]\n"
+        "print(' '.join(ids))",
+        120,
+    )
+    ids = printed.split()
+    assert len(ids) == BACKLOG_TASKS
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        with health_probe(runner_env["PORT"]) as probe:
+            counted = run_client(
+                runner_env,
+                "from app.celery import app\n"
+                f"ids = {ids!r}\n"
+                f"got = [app.AsyncResult(i).get(timeout={BURST_TIMEOUT}) for i in ids]\n"
+                "print(sum(1 for i, value in enumerate(got) if value == i + 1))",
+                BURST_TIMEOUT + 60,
+            )
+        output = runner.output()
+        assert runner.poll() is None, without_access_log(output)
+        assert counted.splitlines()[-1] == str(BACKLOG_TASKS), without_access_log(output)
+        assert STOPPED_LINE not in output, without_access_log(output)
+        assert probe.failures == [], probe.failures[:5]
+        assert output.count(RESTART_LINE) >= BACKLOG_TASKS // 100 - 1
+        stop(runner)
+
+
+# Redis faults: the worker cannot work, the service stays up and comes back by itself.
+FAULT_SECONDS = 20
+AFTER_FAULT_TASKS = 10
+# A worker left stuck by the fault is noticed after the BRPOP timeout (60 s) and the margin
+# (runner.worker.liveness), one check later at most; or it exited and waits its pause (2, 4,
+# 8, 16 s); then its start and the tasks.
+RECOVERY_TIMEOUT = 60 + 15 + 10 + 60
+FULL_SIGNS = re.compile(r"OutOfMemoryError|Redis is full")
+
+
+def start_service_on(runner_env: dict[str, str], tmp_path: Path, redis_server):
+    runner_env["REDIS_URL"] = redis_server.url()
+    runner = start_runner(runner_env, tmp_path)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+    except BaseException:
+        runner.kill_tree()
+        raise
+    return runner
+
+
+def test_redis_full_never_stops_the_service(runner_env, tmp_path: Path, redis_plain):
+    """Redis full (maxmemory reached, noeviction) for 20 s while tasks wait: the worker either
+    waits it out or exits for it and is started again after a pause; the service never
+    stops, the web answers every probe, and once Redis has room again new tasks run."""
+    runner = start_service_on(runner_env, tmp_path, redis_plain)
+    with runner:
+        probe = health_probe(runner_env["PORT"])
+        probe.start()
+        # Both task threads busy, tasks waiting behind them: the worker takes the next one
+        # while Redis is full.
+        run_client(
+            runner_env,
+            "from app.celery import app\n"
+            "[app.send_task('app.tasks.slow', (3,)) for _ in range(2)]\n"
+            "[app.send_task('app.tasks.add', (i, 1)) for i in range(20)]",
+            60,
+        )
+        admin = redis_plain.client()
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", "1")
+        try:
+            # The worker meets the fault (kombu's Redis transport says OutOfMemoryError, or the
+            # worker's line "Redis is full" when it exits for it), then it lasts its time.
+            wait_for(lambda: FULL_SIGNS.search(runner.output()), FAULT_SECONDS)
+            time.sleep(FAULT_SECONDS)  # the fault's duration, not a wait for anything
+        finally:
+            admin.config_set("maxmemory", "0")
+        lifted = time.monotonic()
+        printed = run_client(
+            runner_env,
+            "from app.celery import app\n"
+            f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({AFTER_FAULT_TASKS})]\n"
+            f"print(sum(r.get(timeout={RECOVERY_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
+            RECOVERY_TIMEOUT + 30,
+        )
+        recovered = time.monotonic() - lifted
+        output = runner.output()
+        assert runner.poll() is None, without_access_log(output)
+        assert printed.splitlines()[-1] == str(AFTER_FAULT_TASKS), without_access_log(output)
+        assert STOPPED_LINE not in output and "Unrecoverable error" not in output
+        probe.stop()
+        print(f"Redis full: new tasks ran {recovered:.1f} s after the fault was lifted")
+        assert probe.failures == [], probe.failures[:5]
+        assert probe.answered > 50
+        stop(runner)
+
+
+SENDS = "Sending due task heartbeat"
+BEAT_BACK_TIMEOUT = 60
+
+
+def test_an_embedded_beat_killed_is_started_again(runner_env, tmp_path: Path):
+    """With the prefork pool beat is a process of the worker: SIGKILLed, it is noticed in one
+    line, the worker restarts with a new beat, and periodic sends go on."""
+    runner_env |= {"CELERY_POOL": "prefork"}
+    speed_up_heartbeat(runner_env)
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        wait_for(lambda: runner.output().count(SENDS) >= 1, START_TIMEOUT)
+        beats = program_processes(runner.pid, "beat")
+        assert len(beats) == 1, [p.cmdline() for p in beats]
+        beat = beats[0]
+        beat.kill()
+        runner.wait_for_output(f"embedded beat (pid {beat.pid}) is gone (killed by SIGKILL)", 30)
+        killed_at = len(runner.output())
+        wait_for(
+            lambda: SENDS in runner.output()[killed_at:],
+            BEAT_BACK_TIMEOUT,
+            message=lambda: without_access_log(runner.output()),
+        )
+        new_beats = program_processes(runner.pid, "beat")
+        assert [p.pid for p in new_beats] != [beat.pid]
+        assert STOPPED_LINE not in runner.output()
+        assert not psutil.pid_exists(beat.pid) or beat.status() != psutil.STATUS_ZOMBIE
+        stop(runner)
