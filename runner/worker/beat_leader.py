@@ -11,8 +11,10 @@ by default) and lets it tick only while this process holds a lock in Redis, redi
 - **Leader**: renews the lock every third of its expiry (``BEAT_LEADER_LOCK_SECONDS``);
   beat's sleeps are capped so that it does. A renewal that finds the lock gone or taken, or
   that cannot reach Redis before the last third of the lock's life, stops the sending.
-- **Standby**: sends nothing and tries to take the lock every third of its expiry, one
-  ``SET NX`` each time, so a standby costs Redis a few commands a minute.
+- **Standby**: sends nothing; between two tries to take the lock (one ``SET NX``, then the
+  lock's ``PTTL`` when another holds it) it waits in a ``BLPOP`` on the lock's *released*
+  list, for a third of the expiry at most, or until the lock expires if that is sooner: a
+  standby costs Redis three commands a try, the leader none more.
 - **Taking over**: a new leader builds a new inner scheduler, which reads its entries from
   their store: for the ``DatabaseScheduler``, the ``last_run_at`` the previous leader saved
   (a scheduler that keeps running caches them and would not see it).
@@ -20,9 +22,10 @@ by default) and lets it tick only while this process holds a lock in Redis, redi
   it sends (``sync_every_tasks = 1``; Celery's default is every 3 minutes), so the next
   leader knows the last run even if this one is killed. Only a kill between a send and its
   save (milliseconds) can make a task run once more.
-- **Hand-over bound**: ``close()`` (beat stopping) saves the schedule, then frees the lock,
-  so a standby takes over at its next try, within a third of the expiry. A leader that
-  crashed keeps the lock until it expires: within the expiry plus a third of it.
+- **Hand-over bound**: ``close()`` (beat stopping) saves the schedule, frees the lock, then
+  pushes onto the released list: the standby's ``BLPOP`` returns at once and it takes over
+  in the same second (measured: tests/e2e/test_beat_leader.py). A leader that crashed keeps
+  the lock until it expires; the standby's wait ends at that expiry, so it takes over then.
 
 Why not celery-redbeat, which does leader election well: it is a whole scheduler that keeps
 the schedule in Redis, so it would replace the ``DatabaseScheduler``, whose schedules live
@@ -65,8 +68,16 @@ RETRY_RENEWAL_SECONDS = 1.0
 # How long one Redis command of the lock may take (less when the lock is shorter: a
 # renewal must not outlast the margin it keeps).
 REDIS_TIMEOUT_SECONDS = 5.0
-# Shown in Redis's CLIENT LIST, so that the connection is recognisable.
+# Shown in Redis's CLIENT LIST, so that the connections are recognisable: the lock's, and
+# the standby's blocking wait (a connection of its own: its reply may take a minute).
 CLIENT_NAME = "runner-beat-leader"
+WAIT_CLIENT_NAME = "runner-beat-standby"
+# A leader that lets go pushes onto "<lock key>:released"; a standby stopping pushes onto
+# its own "<lock key>:wake:<pid>", to end its wait at once. Both expire with the lock.
+RELEASED_SUFFIX = ":released"
+WAKE_SUFFIX = ":wake:"
+# A standby whose lock holder expires in this little wakes this much later, not earlier.
+EXPIRY_MARGIN_SECONDS = 0.05
 # What beat falls back to when the project configured this class itself as its scheduler.
 FALLBACK_SCHEDULER = "celery.beat:PersistentScheduler"
 
@@ -93,7 +104,9 @@ def _as_bytes(value: bytes | str | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
 
 
-def lock_client(environ: Mapping[str, str], timeout: float) -> tuple[redis.Redis, str]:
+def lock_client(
+    environ: Mapping[str, str], timeout: float, name: str = CLIENT_NAME
+) -> tuple[redis.Redis, str]:
     """A client for the broker's Redis with the broker's TLS options, and its masked URL."""
     env = EnvironmentReader(environ)
     settings = read_redis_settings(env)
@@ -119,7 +132,7 @@ def lock_client(environ: Mapping[str, str], timeout: float) -> tuple[redis.Redis
         # One immediate retry: a connection Redis closed (a restart, an idle timeout) is
         # replaced at once; no backoff, since a tick that waits is worse than one that fails.
         retry=Retry(NoBackoff(), 1),
-        client_name=CLIENT_NAME,
+        client_name=name,
         **tls_kwargs,
     )
     return client, mask_url(url) or url
@@ -175,6 +188,8 @@ class LeaderScheduler:
         )
         self.inner = None  # the project's scheduler, only while this instance leads
         self._client: redis.Redis | None = None
+        self._waiter: redis.Redis | None = None  # the standby's BLPOP, made when first needed
+        self._wait_seconds = self.try_every  # until the next try: the lock's expiry if sooner
         self._lock = None
         self._where = ""
         self._valid_until = 0.0  # monotonic time the lock surely lasts until
@@ -223,7 +238,7 @@ class LeaderScheduler:
                 return self._next_try - now
             self._try_to_lead(now)
             if self.inner is None:
-                return self.try_every
+                return self._wait_for_release()
         sleep = self.inner.tick(*args, **kwargs)
         return max(0.0, min(sleep, self._renew_at - time.monotonic()))
 
@@ -238,8 +253,18 @@ class LeaderScheduler:
         if self.inner is not None:
             self.inner.sync()
 
+    def wake(self) -> None:
+        """End this standby's wait now (beat is stopping): from another thread."""
+        if self._client is None:
+            return
+        with contextlib.suppress(redis.RedisError):
+            key = self._wake_key()
+            self._client.pipeline(transaction=False).rpush(key, 1).pexpire(
+                key, int(self.lock_seconds * 1000)
+            ).execute()
+
     def close(self) -> None:
-        """Save the schedule, then free the lock: a standby takes over at its next try.
+        """Save the schedule, then free the lock and say so: a standby takes over at once.
 
         Idempotent: ``celery beat`` calls it from its SIGTERM handler and again on exit.
         """
@@ -252,17 +277,41 @@ class LeaderScheduler:
             if inner is not None:
                 logger.info(
                     "leader: this instance no longer sends the periodic tasks: it is "
-                    "stopping; lock released, another instance takes over within %s",
-                    _seconds(self.try_every),
+                    "stopping; lock released, a standby instance takes over at once"
                 )
             self._said = ""
             if self._client is not None:
                 self._client.close()  # redis-py reconnects if beat ever ticks again
+            if self._waiter is not None:
+                self._waiter.close()
 
     # --- the lock ------------------------------------------------------------------------
 
+    def _wait_for_release(self) -> float:
+        """Wait, as a standby, until the leader lets go, the lock expires or a third of the
+        expiry has passed; then tick again at once (0). Where the wait cannot be made, beat
+        sleeps until the next try instead."""
+        seconds = max(EXPIRY_MARGIN_SECONDS, self._wait_seconds)
+        try:
+            if self._waiter is None:
+                timeout = self.try_every + REDIS_TIMEOUT_SECONDS
+                self._waiter, _ = lock_client(os.environ, timeout, WAIT_CLIENT_NAME)
+            # BLPOP's timeout is in seconds, fractions since Redis 6.0.
+            self._waiter.blpop([self._released_key(), self._wake_key()], timeout=seconds)
+        except redis.RedisError:
+            return seconds
+        self._next_try = time.monotonic()
+        return 0.0
+
+    def _released_key(self) -> str:
+        return f"{self.key}{RELEASED_SUFFIX}"
+
+    def _wake_key(self) -> str:
+        return f"{self.key}{WAKE_SUFFIX}{os.getpid()}"
+
     def _try_to_lead(self, now: float) -> None:
         self._next_try = now + self.try_every
+        self._wait_seconds = self.try_every
         try:
             taken = self._lock.acquire(blocking=False)
         except redis.RedisError as error:
@@ -273,9 +322,10 @@ class LeaderScheduler:
             )
             return
         if not taken:
+            self._wait_until_expiry()
             self._standby(
                 "standby: another instance sends the periodic tasks; this one takes over "
-                f"within {_seconds(self.lock_seconds + self.try_every)} if it stops "
+                f"at once if it stops, within {_seconds(self.lock_seconds)} if it dies "
                 f"(lock {self.key})"
             )
             return
@@ -289,11 +339,20 @@ class LeaderScheduler:
         self._said = ""
         logger.info(
             "leader: this instance sends the periodic tasks (lock %s in Redis, renewed every "
-            "%s; if this instance stops, another takes over within %s)",
+            "%s; if this instance stops, a standby takes over at once, within %s if it dies)",
             self.key,
             _seconds(self.try_every),
-            _seconds(self.lock_seconds + self.try_every),
+            _seconds(self.lock_seconds),
         )
+
+    def _wait_until_expiry(self) -> None:
+        """Wait no longer than the holder's lock lasts: after a crash it is not released."""
+        with contextlib.suppress(redis.RedisError):
+            remaining_ms = self._client.pttl(self.key)
+            if remaining_ms is not None and remaining_ms >= 0:
+                self._wait_seconds = min(
+                    self.try_every, remaining_ms / 1000 + EXPIRY_MARGIN_SECONDS
+                )
 
     def _new_inner(self):
         """The project's scheduler, new: it reads its entries from their store now."""
@@ -362,3 +421,8 @@ class LeaderScheduler:
         # lock expires by itself.
         with contextlib.suppress(LockError, redis.RedisError):
             self._lock.release()
+            # Released: a standby waiting in its BLPOP takes over now, not at its next try.
+            key = self._released_key()
+            self._client.pipeline(transaction=False).rpush(key, 1).pexpire(
+                key, int(self.lock_seconds * 1000)
+            ).execute()

@@ -97,6 +97,10 @@ class BeatThread(threading.Thread):
         """Stop beat and wait, at most ``timeout``, until it has saved its schedule."""
         if not self.service._is_shutdown.is_set():
             self.service.stop()
+        # A standby waiting for the leader's lock (runner.worker.beat_leader) waits no more.
+        wake = getattr(self.service.__dict__.get("scheduler"), "wake", None)
+        if wake is not None:
+            wake()
         if self.is_alive():
             self.service._is_stopped.wait(timeout)
 

@@ -1,7 +1,7 @@
 """Two runners against one Redis and one database (a scaled service): each periodic task is
 sent by one beat only, once per due time; when the leader's whole instance is SIGKILLed, the
-other instance's beat takes over within the lock's expiry plus one try, still without
-sending any due time twice."""
+other instance's beat takes over within the lock's expiry, and within 2 s of a clean stop's
+release, still without sending any due time twice."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ pytestmark = pytest.mark.e2e
 INTERVAL_SECONDS = 3  # the heartbeat's schedule, sped up from a minute
 LOCK_SECONDS = 6  # BEAT_LEADER_LOCK_SECONDS, short for the test
 TRY_EVERY_SECONDS = LOCK_SECONDS / 3
-# Promised: a dead leader is replaced within the lock's expiry plus one try of the standby.
-TAKEOVER_BOUND_SECONDS = LOCK_SECONDS + TRY_EVERY_SECONDS
+# Promised: a dead leader is replaced within the lock's expiry (the standby's wait ends then).
+TAKEOVER_BOUND_SECONDS = LOCK_SECONDS
 MARGIN_SECONDS = 4.0  # beat's ticks and a busy machine, on top of the bound
 RUNS_PER_WINDOW = 6
 # A due time sent twice gives two sends a few milliseconds apart; beat's ticks move a send
@@ -38,12 +38,12 @@ DUPLICATE_GAP_SECONDS = INTERVAL_SECONDS / 2
 LEADS = "leader: this instance sends the periodic tasks"
 WAITS = "standby: another instance sends the periodic tasks"
 SENDS = "Sending due task heartbeat"
-RELEASED = "lock released, another instance takes over"
-# How late after the release the next leader's line may come: one try, plus beat's tick and
-# a busy machine; under the earliest the lock could have expired instead (its expiry after
-# the last renewal, which was at most one try before the release).
-RELEASE_MARGIN_SECONDS = 1.5
-assert TRY_EVERY_SECONDS + RELEASE_MARGIN_SECONDS < LOCK_SECONDS - TRY_EVERY_SECONDS
+RELEASED = "lock released, a standby instance takes over at once"
+# Promised: after a clean stop's release the standby, waiting on the released list, leads
+# within this; under the earliest the lock could have expired instead (its expiry after the
+# last renewal, which was at most one try before the release).
+HANDOVER_SECONDS = 2.0
+assert HANDOVER_SECONDS < LOCK_SECONDS - TRY_EVERY_SECONDS
 
 
 def heartbeat_times(database: str) -> list[datetime]:
@@ -165,7 +165,7 @@ def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leade
         )
 
         # A clean stop (a deploy's SIGTERM) frees the lock at once instead of letting it
-        # expire, and a standby leads at its next try, from the schedule the leader saved.
+        # expire, and the standby leads at once, from the schedule the leader saved.
         third = start_runner(
             runner_env | {"PORT": str(free_port()), "RUNNER_DATA_DIR": str(tmp_path / "three")},
             tmp_path,
@@ -177,14 +177,12 @@ def test_two_instances_send_each_periodic_task_once_and_hand_over_when_the_leade
         standby.send_signal(signal.SIGTERM)
         assert standby.wait(timeout=STOP_TIMEOUT) == 0, standby.output()[-3000:]
         (released_at,) = logged_at(RELEASED, [standby])
-        third.wait_for_output(LEADS, TRY_EVERY_SECONDS + MARGIN_SECONDS)
-        # Within one try of the standby from the release, sooner than the lock could expire.
+        third.wait_for_output(LEADS, HANDOVER_SECONDS + MARGIN_SECONDS)
+        # At once from the release, far sooner than the lock could expire.
         (led_at,) = logged_at(LEADS, [third])
-        assert (
-            0
-            <= (led_at - released_at).total_seconds()
-            <= (TRY_EVERY_SECONDS + RELEASE_MARGIN_SECONDS)
-        ), (released_at, led_at)
+        handover = (led_at - released_at).total_seconds()
+        assert 0 <= handover <= HANDOVER_SECONDS, (released_at, led_at)
+        print(f"hand-over {handover:.2f} s after the SIGTERM's release")
         assert_no_survivors(tree, timeout=10)
         wait_for(
             lambda: [t for t in heartbeat_times(database) if t > last_before_stop][1:],

@@ -6,6 +6,7 @@ a leader that cannot reach Redis stops before its lock could pass to another."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ LOCK_SECONDS = 6
 TRY_EVERY = LOCK_SECONDS / 3
 # Ticks, Redis round trips and a busy 2-core machine, on top of the promised bounds.
 MARGIN_SECONDS = 2.0
+WAIT_COMMANDS = ("cmdstat_set", "cmdstat_pttl", "cmdstat_blpop")
 
 
 class RecordingScheduler(Scheduler):
@@ -136,13 +138,62 @@ def test_a_leader_that_stops_renewing_is_replaced_once_the_lock_expires(
     started = time.monotonic()
     first.tick()
     second.tick()
-    tick_until_leading(second, LOCK_SECONDS + TRY_EVERY + MARGIN_SECONDS)
+    tick_until_leading(second, LOCK_SECONDS + MARGIN_SECONDS)
     took = time.monotonic() - started
-    assert LOCK_SECONDS - 0.05 <= took <= LOCK_SECONDS + TRY_EVERY + MARGIN_SECONDS
+    # The standby's wait ends when the lock expires, not at a later try.
+    assert LOCK_SECONDS - 0.05 <= took <= LOCK_SECONDS + MARGIN_SECONDS
     old = RecordingScheduler.built[0]
     first.tick()
     assert not first.leading and second.leading
     assert (old.ticks, old.closed) == (1, True)
+
+
+def test_a_waiting_standby_leads_as_soon_as_the_leader_lets_go(lock_env, schedulers, tmp_path):
+    """The standby waits in a BLPOP on the lock's released list, inside its tick; the leader's
+    close() pushes onto it: the standby leads within a fraction of a second, not at its next
+    try, and a standby's wait costs Redis three commands a try (SET NX, PTTL, BLPOP)."""
+    app = make_app()
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    first.tick()
+    counter = lock_env.client()
+    counter.config_resetstat()
+    second.tick()  # one try, then a whole wait: nobody lets go
+    stats = {name: entry["calls"] for name, entry in counter.info("commandstats").items()}
+    assert {k: v for k, v in stats.items() if k in WAIT_COMMANDS} == dict.fromkeys(WAIT_COMMANDS, 1)
+    assert not second.leading
+    led_after: list[float] = []
+
+    def standby() -> None:
+        while not second.leading:
+            second.tick()
+        led_after.append(time.monotonic())
+
+    waiting = threading.Thread(target=standby, daemon=True)
+    waiting.start()
+    time.sleep(TRY_EVERY / 2)  # the standby is inside its wait by now (a scenario, not a sync)
+    released = time.monotonic()
+    first.close()
+    waiting.join(TRY_EVERY + MARGIN_SECONDS)
+    assert led_after, "the standby never led"
+    assert led_after[0] - released < 0.5, led_after[0] - released
+    counter.close()
+
+
+def test_a_standby_stops_waiting_when_woken(lock_env, schedulers, tmp_path):
+    """wake() (beat stopping, from another thread) ends the standby's wait at once."""
+    app = make_app()
+    first, second = leader(schedulers, app, tmp_path), leader(schedulers, app, tmp_path)
+    first.tick()
+    second.tick()
+    done: list[float] = []
+    waiting = threading.Thread(target=lambda: (second.tick(), done.append(time.monotonic())))
+    waiting.start()
+    time.sleep(TRY_EVERY / 2)  # the standby is inside its wait by now (a scenario, not a sync)
+    woken = time.monotonic()
+    second.wake()
+    waiting.join(TRY_EVERY + MARGIN_SECONDS)
+    assert done and done[0] - woken < 0.5
+    assert not second.leading
 
 
 def test_a_leader_without_redis_stops_before_its_lock_could_pass(lock_env, schedulers, tmp_path):

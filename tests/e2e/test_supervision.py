@@ -206,3 +206,52 @@ def test_an_embedded_beat_killed_is_started_again(runner_env, tmp_path: Path):
         assert STOPPED_LINE not in runner.output()
         assert not psutil.pid_exists(beat.pid) or beat.status() != psutil.STATUS_ZOMBIE
         stop(runner)
+
+
+# The fast leak (issue 28): tasks that each keep 40 MB, sent back to back, under budgets
+# where the worker's share is small enough that it restarts within seconds, again and again.
+LEAK_TASKS = 12
+LEAK_MB = 40
+LEAK_BACKLOG = 20  # ordinary tasks queued behind the leaking ones
+
+
+@pytest.mark.parametrize(
+    ("budget_mb", "broker", "pool"),
+    [(400, "redis", "threads"), (450, "local", "threads"), (400, "local", "prefork")],
+)
+def test_a_fast_leak_under_a_small_budget_never_stops_the_service(
+    runner_env, tmp_path: Path, redis_plain, budget_mb, broker, pool
+):
+    """Twelve 40 MB leaks back to back, then a backlog, on a 400 or 450 MB budget: the worker
+    restarts to give the memory back as often as it must, every task ends with its result,
+    the web answers every probe and the service stays up."""
+    from tests.e2e.test_memory_budget import PeakSampler, start_leaky_service
+
+    runner_env["MEMORY_BUDGET_MB"] = str(budget_mb)
+    if broker == "redis":
+        runner_env["REDIS_URL"] = redis_plain.url()
+    runner = start_leaky_service(runner_env, tmp_path, pool)
+    with runner:
+        sampler = PeakSampler(runner)
+        sampler.start()
+        with health_probe(runner_env["PORT"]) as probe:
+            printed = run_client(
+                runner_env,
+                "from app.celery import app\n"
+                f"sent = [app.send_task('leaky.hold', ({LEAK_MB},)) for _ in range({LEAK_TASKS})]\n"
+                f"sent += [app.send_task('app.tasks.add', (1, 1)) for _ in range({LEAK_BACKLOG})]\n"
+                "print(len([r.get(timeout=240) for r in sent]))",
+                300,
+            )
+        peak = sampler.stop()
+        output = runner.output()
+        assert runner.poll() is None, without_access_log(output)
+        assert printed.splitlines()[-1] == str(LEAK_TASKS + LEAK_BACKLOG)
+        assert STOPPED_LINE not in output, without_access_log(output)
+        assert probe.failures == [], probe.failures[:5]
+        restarts = output.count("restarted itself to give back the memory")
+        print(
+            f"fast leak, {budget_mb} MB, {broker}, {pool}: peak {peak:.0f} MB, "
+            f"{restarts} memory restarts, {LEAK_TASKS + LEAK_BACKLOG} tasks done"
+        )
+        stop(runner)
