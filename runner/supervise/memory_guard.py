@@ -74,7 +74,7 @@ class MemoryGuard:
             self.say(report_line(self.limits, samples))
 
     def _act(self, action) -> None:
-        if action.kind == RESTART:
+        if action.kind == RESTART and action.signal is None:
             process = self._processes().get(action.component)
             if process is not None and process.get_state() == ProcessStates.RUNNING:
                 self.restarting.add(action.component)

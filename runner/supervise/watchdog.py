@@ -18,7 +18,11 @@ The rules, in order:
    that restart counts as its recycle (same cool-down).
 3. Above the *last-resort line* (closer to the OOM line), restart that component's whole
    program; if a last-resort restart is backing off, fall back to rule 2. Graceful
-   restarts (rule 2) do not delay it.
+   restarts (rule 2) do not delay it. A threads-pool worker is not stopped gracefully
+   there, which would wait for the very task that holds the memory: it is *replaced*, sent
+   ``EMERGENCY_SIGNAL``, on which it gives back what it holds and exits at once
+   (``runner.worker.memory_emergency``, which also keeps such a task from running a third
+   time), on a cool-down of its own (10 s, doubling).
 4. Never a loop: after acting on a component, each further action of the same kind on it
    waits a cool-down that doubles with every action in the last half hour (30 s, 60 s, ...
    for recycles; 2 min, 4 min, ... for last-resort restarts; at most 15 and 30 min). While
@@ -88,6 +92,11 @@ FINISHES = {GUNICORN_WORKER: "its current request", CELERY_CHILD: "its current t
 # MB fresh, 17 MB after a few ORM tasks. A process below this line is doing its normal
 # work: recycling it would give back little and churn.
 RECYCLE_MIN_USS_MB = 32.0
+# What a threads-pool worker's main process gets over the last-resort line: SIGURG, which
+# it handles (runner.worker.memory_emergency) and which is otherwise ignored by default.
+EMERGENCY_SIGNAL = "SIGURG"
+REPLACE_COOLDOWN_SECONDS = 10.0
+MAX_REPLACE_COOLDOWN_SECONDS = 60.0
 # Components whose whole program restart is graceful, by default: beat holds no work in
 # flight. The plan adds the worker when it uses the threads pool (no child to recycle; a
 # restart is Celery's warm shutdown: running tasks finish, or go back to the queue).
@@ -96,6 +105,7 @@ GRACEFUL_RESTART = frozenset({"beat"})
 # Action kinds, as kept in the history.
 RECYCLE = "recycle"  # one process retires after its request/task; its parent replaces it
 RESTART = "restart"  # supervisord stops and starts the whole program
+REPLACE = "replace"  # a threads-pool worker over the last-resort line exits now, tasks given back
 WAIT = "wait"  # a line already said that we are backing off or waiting: say it once
 
 # Cool-downs (seconds). Recycling is cheap and graceful: start short. A restart interrupts
@@ -201,7 +211,9 @@ class Action:
     kind: str  # RECYCLE or RESTART
     component: str
     pid: int  # the process to signal (RECYCLE) or the program's PID (RESTART)
-    signal: str | None  # for RECYCLE of one process: the signal's name; else None
+    # RECYCLE: the signal for that process; RESTART: None (supervisord stops and starts
+    # the program) or the signal on which the program exits at once (a REPLACE).
+    signal: str | None
 
 
 @dataclass(frozen=True)
@@ -254,6 +266,8 @@ def cooldown_seconds(kind: str, recent_actions: int) -> float:
     """How long after the last of ``recent_actions`` (>= 1) actions another may follow."""
     if kind == RESTART:
         base, ceiling = RESTART_COOLDOWN_SECONDS, MAX_RESTART_COOLDOWN_SECONDS
+    elif kind == REPLACE:
+        base, ceiling = REPLACE_COOLDOWN_SECONDS, MAX_REPLACE_COOLDOWN_SECONDS
     else:
         base, ceiling = RECYCLE_COOLDOWN_SECONDS, MAX_RECYCLE_COOLDOWN_SECONDS
     return min(base * 2 ** max(recent_actions - 1, 0), ceiling)
@@ -341,8 +355,19 @@ def decide(
     # Last-resort restarts have a history of their own: a graceful restart at the soft line
     # must not hold back the one step left before the OOM line (seen: a threads-pool worker
     # restarted gracefully, leaking again, waited out the restart cool-down past the budget).
+    graceful = name in limits.graceful_restart
+    if hard and name == "worker" and graceful:
+        replace_wait = _blocked_for(kept, REPLACE, name, now)
+        if replace_wait == 0:
+            line = (
+                f"{situation}: replacing {name} (pid {target.program_pid}) now, its tasks "
+                "given back (a graceful stop would wait for the task holding the memory); "
+                "the last step before the OOM line"
+            )
+            action = Action(RESTART, name, target.program_pid, EMERGENCY_SIGNAL)
+            return act(action, line, REPLACE)
     restart_wait = _blocked_for(kept, RESTART, name, now)
-    if hard and restart_wait == 0:
+    if hard and restart_wait == 0 and not (name == "worker" and graceful):
         line = (
             f"{situation}: restarting {name} (pid {target.program_pid}), the last step "
             "before the OOM line"
@@ -350,7 +375,6 @@ def decide(
         return act(Action(RESTART, name, target.program_pid, None), line)
 
     recycle_wait = _blocked_for(kept, RECYCLE, name, now)
-    graceful = name in limits.graceful_restart
     if graceful and recycle_wait == 0:
         # The component's way to give memory back (no child to recycle): the program's
         # graceful stop, on the recycling cadence.

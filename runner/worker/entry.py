@@ -43,8 +43,9 @@ from runner.config.plan import (
     RESTART_AFTER_TASKS_VARIABLE,
     WARM_SHUTDOWN_VARIABLE,
     WORKER_PARENT_DEATH_SIGNAL,
+    WORKER_SHARE_VARIABLE,
 )
-from runner.errors import EXIT_PLANNED_RESTART
+from runner.errors import EXIT_MEMORY_RESTART, EXIT_PLANNED_RESTART
 from runner.worker import (
     beat_record,
     beat_thread,
@@ -55,6 +56,7 @@ from runner.worker import (
     liveness,
     local_store,
     memory_check,
+    memory_emergency,
     redis_restart,
 )
 from runner.worker import hooks as celery_hooks
@@ -76,6 +78,8 @@ def _remember_worker(sender=None, **_kwargs) -> None:
     redis_restart.add_to(sender.app)
     # Redis full, capped or refusing: a pause and a new start, not a failed one.
     broker_fault.install_on(sender)
+    # A task that was running at the memory budget's last resort twice is not run again.
+    memory_emergency.revoke_repeat_offenders()
     # The local default: what a killed worker had taken goes back in the queue.
     restored = local_store.restore_taken_for(sender.app)
     if restored:
@@ -272,6 +276,12 @@ def _on_supervisord_gone(_signum=None, _frame=None) -> None:
     thread.start()
 
 
+def _end_for_memory() -> None:
+    """The memory emergency's way out: everything given back, then the exit, at once."""
+    intent.restart_status(EXIT_MEMORY_RESTART)
+    _end_warm_shutdown("memory over the budget's last line", now=True)
+
+
 class TaskCountRestart:
     """After ``limit`` tasks, a graceful restart: ``--max-tasks-per-child`` for a pool
     without children (threads). The worker stops taking tasks, lets the running ones finish
@@ -341,6 +351,9 @@ def main() -> None:
     restart_after_tasks()
     # A fast leak: the threads pool checks its memory after every task.
     memory_check.install()
+    # Over the budget's last line: out now, tasks given back (the watchdog's signal).
+    if memory_check.positive_int(WORKER_SHARE_VARIABLE) is not None:  # a pool without children
+        memory_emergency.install(_end_for_memory)
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

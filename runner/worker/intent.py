@@ -19,9 +19,14 @@ _requested: list[int] = []  # the first reason given wins
 
 def restart(status: int) -> None:
     """Exit gracefully with ``status`` (Celery's warm shutdown, from any thread)."""
+    restart_status(status)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def restart_status(status: int) -> None:
+    """Exit with ``status`` however this process ends (the caller ends it)."""
     if not _requested:
         _requested.append(status)
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def exit_status(status: int | str | None) -> int | str | None:

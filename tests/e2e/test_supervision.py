@@ -255,3 +255,46 @@ def test_a_fast_leak_under_a_small_budget_never_stops_the_service(
             f"{restarts} memory restarts, {LEAK_TASKS + LEAK_BACKLOG} tasks done"
         )
         stop(runner)
+
+
+HOLDING_MB = 420  # alone past the worker's share of the default 512 MB budget
+
+
+def test_a_task_holding_the_memory_is_stopped_and_not_run_a_third_time(runner_env, tmp_path: Path):
+    """A task holding 420 MB under the default 512 MB budget (threads pool): the worker is
+    replaced at once each time the tree passes the last-resort line, the task given back;
+    running at a second emergency, it is not run again (REVOKED, named in one line); the
+    web answers throughout and the service stays up."""
+    from tests.e2e.test_memory_budget import PeakSampler, start_leaky_service
+
+    runner = start_leaky_service(runner_env, tmp_path, "threads")
+    with runner:
+        sampler = PeakSampler(runner)
+        sampler.start()
+        with health_probe(runner_env["PORT"]) as probe:
+            printed = run_client(
+                runner_env,
+                "from app.celery import app\n"
+                "from celery.exceptions import TaskRevokedError\n"
+                f"held = app.send_task('leaky.hold', ({HOLDING_MB}, 30))\n"
+                "try:\n"
+                "    held.get(timeout=200)\n"
+                "    print('completed')\n"
+                "except TaskRevokedError:\n"
+                "    print('revoked', held.id)\n"
+                "print(app.send_task('app.tasks.add', (2, 3)).get(timeout=60))",
+                300,
+            )
+        peak = sampler.stop()
+        output = runner.output()
+        lines = printed.splitlines()
+        assert lines[0].startswith("revoked"), (printed, without_access_log(output))
+        assert lines[-1] == "5"
+        task_id = lines[0].split()[1]
+        assert output.count("replacing worker") >= 2, without_access_log(output)
+        assert f"task leaky.hold[{task_id}] was running each of the 2 times" in output
+        assert runner.poll() is None and STOPPED_LINE not in output
+        assert probe.failures == [], probe.failures[:5]
+        replaced = output.count("replacing worker")
+        print(f"holding {HOLDING_MB} MB: peak {peak:.0f} MB, replaced {replaced} times")
+        stop(runner)

@@ -13,11 +13,13 @@ from runner.supervise.watchdog import (
     CELERY_CHILD,
     CELERY_CHILD_NAME,
     CELERY_MAIN,
+    EMERGENCY_SIGNAL,
     GUNICORN_MASTER,
     GUNICORN_WORKER,
     MB,
     OTHER,
     RECYCLE,
+    REPLACE,
     RESTART,
     WAIT,
     Action,
@@ -229,15 +231,28 @@ def test_a_graceful_restart_is_on_the_recycling_cadence():
 
 
 def test_a_graceful_restart_does_not_hold_back_the_last_resort():
-    """Over the last-resort line a restart happens even right after a graceful one: the
-    leak that outgrew the graceful restart must not reach the OOM line."""
+    """Over the last-resort line a threads-pool worker is replaced even right after a
+    graceful restart, by the signal on which it exits at once: a graceful stop would wait
+    for the task holding the memory."""
     limits = Limits(512, 460, 491, SHARES, frozenset({"beat", "worker"}))
     history = (recycled("worker", WORKER_PID, NOW - 5),)
     samples = (web(20, 20), worker(main=420, beat=16))
     decision = decide(limits, samples, history, NOW)
-    assert decision.action == Action(RESTART, "worker", WORKER_PID, None)
+    assert decision.action == Action(RESTART, "worker", WORKER_PID, EMERGENCY_SIGNAL)
+    assert "replacing worker" in (decision.line or "")
     assert "the last step before the OOM line" in (decision.line or "")
-    assert decision.history[-1].kind == RESTART
+    assert decision.history[-1].kind == REPLACE
+
+
+def test_a_replaced_worker_may_be_replaced_again_ten_seconds_later():
+    """A task that holds the memory comes back once (runner.worker.memory_emergency keeps it
+    from a third run): the next replacement waits 10 s, not a restart's 2 minutes."""
+    limits = Limits(512, 460, 491, SHARES, frozenset({"beat", "worker"}))
+    samples = (web(20, 20), worker(main=420, beat=16))
+    first = decide(limits, samples, (), NOW)
+    assert first.action == Action(RESTART, "worker", WORKER_PID, EMERGENCY_SIGNAL)
+    assert decide(limits, samples, first.history, NOW + 9).action != first.action
+    assert decide(limits, samples, first.history, NOW + 11).action == first.action
 
 
 @pytest.mark.parametrize(
