@@ -298,3 +298,47 @@ def test_a_task_holding_the_memory_is_stopped_and_not_run_a_third_time(runner_en
         replaced = output.count("replacing worker")
         print(f"holding {HOLDING_MB} MB: peak {peak:.0f} MB, replaced {replaced} times")
         stop(runner)
+
+
+def test_the_connection_cap_reached_never_stops_the_service(
+    runner_env, tmp_path: Path, redis_plain
+):
+    """Redis's connection cap reached for 20 s (maxclients, as a free plan's 30), every
+    connection dropped: the web answers every probe, the service never stops, and once the
+    cap is lifted new tasks run."""
+    runner = start_service_on(runner_env, tmp_path, redis_plain)
+    with runner:
+        probe = health_probe(runner_env["PORT"])
+        probe.start()
+        admin = redis_plain.client()
+        admin.ping()  # connected before the cap: CLIENT KILL spares this connection
+        admin.config_set("maxclients", "1")
+        fault_from = len(runner.output())
+        try:
+            admin.client_kill_filter(_type="normal", skipme=True)
+            time.sleep(FAULT_SECONDS)  # the fault's duration, not a wait for anything
+        finally:
+            admin.config_set("maxclients", "10000")
+        lifted = time.monotonic()
+        printed = run_client(
+            runner_env,
+            "from app.celery import app\n"
+            f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({AFTER_FAULT_TASKS})]\n"
+            f"print(sum(r.get(timeout={RECOVERY_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
+            RECOVERY_TIMEOUT + 30,
+        )
+        recovered = time.monotonic() - lifted
+        probe.stop()
+        output = runner.output()
+        assert runner.poll() is None, without_access_log(output)
+        assert printed.splitlines()[-1] == str(AFTER_FAULT_TASKS), without_access_log(output)
+        assert STOPPED_LINE not in output
+        assert probe.failures == [], probe.failures[:5]
+        said = [
+            line
+            for line in output[fault_from:].splitlines()
+            if line.startswith(("runner |", "worker | [")) and "GET /" not in line
+        ]
+        print(f"connection cap: new tasks ran {recovered:.1f} s after the cap was lifted")
+        print("\n".join(said[:12]))
+        stop(runner)
