@@ -32,7 +32,6 @@ from runner.config.redis import (
     without_tls_options,
 )
 from runner.config.settings import DEFAULT_DATA_DIR, local_paths
-from runner.worker import idle
 
 # The filesystem broker polls its folder; half a second keeps a local round trip short at
 # a negligible cost (one directory listing).
@@ -43,12 +42,10 @@ LOCAL_BROKER_URL = "filesystem://localhost//"
 # would be delivered twice.
 VISIBILITY_TIMEOUT_SECONDS = 60 * 60
 # What an idle worker costs on a metered Redis (Upstash's free plan counts commands), each
-# cut with kombu's own transport options; measured by ``python -m bench.redis_idle``.
-# kombu uses the polling interval as BRPOP's timeout: an idle worker asks Redis for work
-# once a minute (60 commands a minute at kombu's default of 1 s). A task is still delivered
-# the moment it is queued, since BRPOP returns at once; at shutdown the worker does not wait
-# for the pending BRPOP (``runner.worker.idle``).
-BROKER_POLLING_SECONDS = 60
+# cut with kombu's own transport options; measured by ``python -m bench.redis_idle``. The
+# minute-long BRPOP is not among them: it is set in the runner's own worker only
+# (``runner.worker.idle.worker_transport_options``), since a stock ``celery worker`` on
+# these settings (gossip, mingle and heartbeat on) then took up to a minute to take a task.
 # redis-py's health check PINGs a connection idle this long before using it, and kombu
 # PINGs its pub/sub connection (remote control) this often: once every 5 minutes instead of
 # every 25 s. A dead peer is found by TCP keepalive instead, which costs no command.
@@ -127,13 +124,10 @@ def _redis(redis: RedisSettings, limits: dict[str, int | None]) -> dict[str, obj
         "CELERY_RESULT_BACKEND": _plain(redis.result_backend),
         "CELERY_BROKER_TRANSPORT_OPTIONS": {
             "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
-            "polling_interval": BROKER_POLLING_SECONDS,
             "health_check_interval": BROKER_HEALTH_CHECK_SECONDS,
             "socket_keepalive": True,
             "socket_keepalive_options": tcp_keepalive_options(),
             "unacked_restore_throttle": UNACKED_RESTORE_THROTTLE,
-            # Named, so that the worker can find its own pending BRPOP at shutdown.
-            "client_name": idle.client_name(),
         },
     }
     if redis.broker_url and redis.broker_url.startswith("rediss://"):

@@ -78,6 +78,8 @@ def _remember_worker(sender=None, **_kwargs) -> None:
     redis_restart.add_to(sender.app)
     # Redis full, capped or refusing: a pause and a new start, not a failed one.
     broker_fault.install_on(sender)
+    # Before the consumer connects: the minute-long BRPOP, in this worker only.
+    idle.worker_transport_options(sender.app)
     # A task that was running at the memory budget's last resort twice is not run again.
     memory_emergency.revoke_repeat_offenders()
     # The local default: what a killed worker had taken goes back in the queue.

@@ -5,17 +5,22 @@ Two patches of kombu's Redis transport, in the worker's main process only:
   commands each time, although a table lives an hour at least: here every 10 minutes.
 - the stop does not wait for the pending BRPOP, as follows.
 
-The runner sets kombu's BRPOP timeout to a minute (``runner.web.django_settings``): an idle
-worker then asks Redis for work once a minute, which metered plans bill. kombu (5.4 and
-later) reads the pending BRPOP's answer when it closes the channel -- a task Redis already
-popped for it must not be lost -- so a plain shutdown would wait up to that minute. Here,
+The runner's worker sets kombu's BRPOP timeout to a minute (``worker_transport_options``):
+an idle worker then asks Redis for work once a minute, where kombu's default is every
+second, which metered plans bill. Only the runner's own worker (gossip, mingle and
+heartbeat off, one channel): a stock ``celery worker`` with them on took up to a minute to
+take a task with that timeout, so it is not in the settings ``runner_settings()`` gives.
+kombu (5.4 and later) reads the pending BRPOP's answer when it closes the channel -- a task
+Redis already popped for it must not be lost -- so a plain shutdown would wait up to that
+minute. Here,
 just before kombu closes a channel that has a BRPOP pending, a second connection asks Redis
 to end that BRPOP as if it had timed out (``CLIENT UNBLOCK``, Redis 5+): Redis answers it at
 once with nothing, or, if it had already popped a task, that answer is already on its way
 and kombu reads it as before. No task is lost either way.
 
 The pending BRPOP is found by its connection's name (``client_name``, set through kombu's
-transport options, unique to this process) in ``CLIENT LIST``. Where Redis refuses those
+transport options by ``worker_transport_options``, unique to this process) in ``CLIENT
+LIST``. Where Redis refuses those
 commands (some managed plans rename or forbid them), the worker waits for the BRPOP as
 kombu would: the stop takes up to the timeout longer, nothing is lost.
 
@@ -32,6 +37,10 @@ import socket
 # kombu sweeps overdue binding tables this often (its own default: 60 s). A table is
 # overdue only an hour or more after its consumer stopped, so 10 minutes changes little.
 BINDING_SWEEP_SECONDS = 600
+# An idle worker asks Redis for work this often (kombu uses the polling interval as BRPOP's
+# timeout): once a minute instead of 60 times. A task is still delivered the moment it is
+# queued, since BRPOP returns at once.
+BROKER_POLLING_SECONDS = 60
 # One Redis command of the unblocking connection never waits longer than this.
 UNBLOCK_TIMEOUT_SECONDS = 2.0
 # Redis refuses spaces in a client name; anything unusual becomes "-".
@@ -44,6 +53,15 @@ def client_name(pid: int | None = None) -> str:
     """The Redis client name of this process's kombu connections: runner:<host>:<pid>."""
     host = _NAME_UNSAFE.sub("-", socket.gethostname())[:64]
     return f"runner:{host}:{os.getpid() if pid is None else pid}"
+
+
+def worker_transport_options(app) -> None:
+    """The runner's worker's own kombu options, where the project set none of its own: the
+    minute-long BRPOP, and a client name by which ``unblock`` finds its pending BRPOP."""
+    options = dict(app.conf.broker_transport_options or {})
+    options.setdefault("polling_interval", BROKER_POLLING_SECONDS)
+    options.setdefault("client_name", client_name())
+    app.conf.broker_transport_options = options
 
 
 def side_client(channel, purpose: str):

@@ -23,8 +23,8 @@ import time
 import pytest
 import redis
 
-from runner.web.django_settings import BROKER_POLLING_SECONDS
 from runner.worker import idle
+from runner.worker.idle import BROKER_POLLING_SECONDS
 from tests.support.ports import free_port
 from tests.support.processes import assert_no_survivors, wait_for
 from tests.support.redis_server import RedisServer
@@ -110,6 +110,35 @@ def test_idle_service_sends_at_most_five_commands_a_minute(tmp_path):
             assert_no_survivors(tree, timeout=10)
         finally:
             runner.kill_tree()
+
+
+def test_a_stock_celery_worker_on_the_runners_settings_takes_a_task_at_once(tmp_path):
+    """`celery -A app worker` as a developer runs it (gossip, mingle and heartbeat on) on the
+    settings runner_settings() gives: an idle worker takes a task at once. The minute-long
+    BRPOP is the runner's worker's own; in the settings, it made this worker take up to a
+    minute (measured 49 s)."""
+    import sys
+
+    from tests.support.processes import start_process
+    from tests.support.runner import REPO_ROOT
+
+    with RedisServer(tmp_path / "redis", password="stock-test") as server:
+        env = build_runner_env(os.environ, tmp_path, free_port())
+        env |= {"REDIS_URL": server.url(), "DJANGO_SETTINGS_MODULE": "app.settings"}
+        stock = start_process(
+            [sys.executable, "-m", "celery", "-A", "app", "worker", "-l", "info"],
+            env=env,
+            cwd=REPO_ROOT,
+            log_path=tmp_path / "stock-worker.log",
+        )
+        with stock:
+            stock.wait_for_output("ready.", START_TIMEOUT)
+            time.sleep(SETTLE_SECONDS)  # idle, its BRPOP pending (the case that was slow)
+            took = float(run_client(env, ROUND_TRIP, CLIENT_TIMEOUT))
+            print(f"stock celery worker, a task sent while idle: result in {took:.3f} s")
+            assert took < IDLE_TASK_BOUND_SECONDS, stock.output()[-3000:]
+            stock.send_signal(signal.SIGTERM)
+            stock.wait(timeout=30)
 
 
 class ChannelStandIn:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import trustme
+from celery import Celery
 from django.core.exceptions import ImproperlyConfigured
 
 from runner.config.connections import (
@@ -27,11 +28,8 @@ from runner.config.redis import (
     redis_backend_use_ssl,
 )
 from runner.errors import Problem
-from runner.web.django_settings import (
-    BROKER_POLLING_SECONDS,
-    CACHE_POOL_WAIT_SECONDS,
-    runner_settings,
-)
+from runner.web.django_settings import CACHE_POOL_WAIT_SECONDS, runner_settings
+from runner.worker.idle import BROKER_POLLING_SECONDS, worker_transport_options
 
 CLOUD = "redis://default:s3cret@redis-12345.c1.cloud.redislabs.com:12345"
 CLOUD_TLS = "rediss://default:s3cret@redis-12345.c1.cloud.redislabs.com:12345"
@@ -274,8 +272,9 @@ def test_django_settings_carry_the_tls_choice_to_every_consumer():
     assert values["CELERY_BROKER_USE_SSL"] == values["CELERY_REDIS_BACKEND_USE_SSL"] == tls
     assert values["CACHES"]["default"]["OPTIONS"] == tls
     assert values["CACHES"]["default"]["LOCATION"] == CLOUD_TLS
-    # The idle worker asks Redis for work every BROKER_POLLING_SECONDS, not every second.
-    assert values["CELERY_BROKER_TRANSPORT_OPTIONS"]["polling_interval"] == BROKER_POLLING_SECONDS
+    # The minute-long BRPOP is the runner's worker's alone (runner.worker.idle): a stock
+    # `celery worker` on these settings must take tasks at once.
+    assert "polling_interval" not in values["CELERY_BROKER_TRANSPORT_OPTIONS"]
 
 
 def test_idle_broker_options_are_kombus_own_and_keep_dead_peers_found():
@@ -288,14 +287,22 @@ def test_idle_broker_options_are_kombus_own_and_keep_dead_peers_found():
     # Every option is one kombu's Redis transport reads (a typo would be ignored silently),
     # except those newer than kombu 5.3, which ignores them: client_name and the throttle of
     # the unacknowledged scan.
-    newer = {"client_name", "unacked_restore_throttle"}
-    assert hasattr(Transport, "polling_interval")
-    assert set(options) - {"polling_interval"} - newer <= set(Channel.from_transport_options)
-    assert options["polling_interval"] == 60
-    assert options["health_check_interval"] >= options["polling_interval"]
+    newer = {"unacked_restore_throttle"}
+    assert set(options) - newer <= set(Channel.from_transport_options)
+    assert options["health_check_interval"] >= BROKER_POLLING_SECONDS
     assert options["socket_keepalive"] is True
     assert options["socket_keepalive_options"][socket.TCP_KEEPIDLE] <= 60
-    assert options["client_name"] == f"runner:{socket.gethostname()}:{os.getpid()}"
+    # The runner's worker adds the minute-long BRPOP and its name, unless the project set them.
+    app = Celery(set_as_current=False)
+    app.conf.broker_transport_options = dict(options)
+    worker_transport_options(app)
+    added = app.conf.broker_transport_options
+    assert hasattr(Transport, "polling_interval")
+    assert added["polling_interval"] == BROKER_POLLING_SECONDS == 60
+    assert added["client_name"] == f"runner:{socket.gethostname()}:{os.getpid()}"
+    app.conf.broker_transport_options = {"polling_interval": 2}
+    worker_transport_options(app)
+    assert app.conf.broker_transport_options["polling_interval"] == 2
 
 
 def test_pool_limits_from_the_runner_become_celery_and_cache_settings():
