@@ -160,10 +160,19 @@ def _project_targets(settings: RedisSettings, consumers: Sequence[RedisConsumer]
         found.setdefault(key, ([], f"the project's {consumer.setting} setting"))[0].append(
             consumer.use
         )
-    listed = [
-        Target(url, tuple(uses), variable, tls_options=tls, project=True)
-        for (url, tls), (uses, variable) in found.items()
-    ]
+    # A setting that holds REDIS_URL as the runner read it (runner_settings() puts it there,
+    # REQUIRE_REDIS_SSL's upgrade included) is fixed in REDIS_URL, the variable the user set.
+    from_environment = {
+        without_tls_options(url) if url.startswith("rediss://") else url
+        for url in (settings.url, settings.broker_url, settings.result_backend)
+        if url
+    }
+    listed = []
+    for (url, tls), (uses, variable) in found.items():
+        if url in from_environment:
+            listed.append(Target(url, tuple(uses), "REDIS_URL", settings.upgraded_to_tls, tls))
+        else:
+            listed.append(Target(url, tuple(uses), variable, tls_options=tls, project=True))
     # The migration and beat leader locks are the runner's, on its own variables.
     lock_url = broker_redis_url(settings)
     if lock_url and not any(t.url == lock_url for t in listed):

@@ -261,3 +261,28 @@ def test_a_start_with_redis_down_warns_and_serves(runner_env, tmp_path: Path):
         "worker will wait for it"
     ) in output
     assert "secret-pw" not in output
+
+
+def test_the_demo_with_require_redis_ssl_against_a_plain_port_names_the_flag(
+    redis_plain_session: RedisServer, runner_env, tmp_path
+):
+    """The whole runner, on a project whose settings take REDIS_URL through runner_settings()
+    (the demo): the line names REQUIRE_REDIS_SSL, the variable the user set (Render Key
+    Value's internal URL with the blueprint's default), not the project's CELERY_BROKER_URL
+    setting, which the user never wrote; nothing starts."""
+    import subprocess
+    import sys
+
+    from tests.support.runner import REPO_ROOT
+
+    env = runner_env | {"REDIS_URL": redis_plain_session.url(), "REQUIRE_REDIS_SSL": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "runner"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "set REQUIRE_REDIS_SSL=false (it turned redis:// into rediss://)" in output, output
+    assert "CELERY_BROKER_URL" not in output, output
+    assert "web starting" not in output
+    assert redis_plain_session.password not in output
