@@ -290,9 +290,13 @@ CELERY_TASK_TRACK_STARTED = True
 # Results are deleted after a day, so a small Redis plan does not fill up with them.
 CELERY_RESULT_EXPIRES = timedelta(days=1)
 # From the seed guide: a stuck task is killed after 5 minutes (freeing its memory on a
-# 512 MB instance); one minute before, it gets SoftTimeLimitExceeded to clean up.
-CELERY_TASK_TIME_LIMIT = 5 * 60
-CELERY_TASK_SOFT_TIME_LIMIT = 4 * 60
+# 512 MB instance); one minute before, it gets SoftTimeLimitExceeded to clean up. Only
+# prefork can kill a task: the threads pool, the runner's choice under 1 GB, runs tasks in
+# threads that cannot be stopped, so there the limits would be promises not kept (the runner
+# says so at start when a project sets them).
+if os.environ.get("CELERY_POOL") == "prefork":
+    CELERY_TASK_TIME_LIMIT = 5 * 60
+    CELERY_TASK_SOFT_TIME_LIMIT = 4 * 60
 # Keep retrying when Redis is not reachable yet at boot, instead of exiting; stating it
 # also silences Celery 5's deprecation warning about the default.
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

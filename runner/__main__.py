@@ -51,7 +51,7 @@ def _plan_text(plan) -> str:
     if plan.redis_connections is not None:
         lines += [f"redis     {line}" for line in plan.redis_connections.lines()]
     lines.append(f"stop      {plan.stop}")
-    lines += [f"note      {note}" for note in plan.notes]
+    lines += [f"note      {note}" for note in (*plan.notes, *plan.details)]
     return "\n".join(lines)
 
 

@@ -122,7 +122,10 @@ class Plan:
     result_backend: str  # masked
     local_default: bool  # no Redis: filesystem broker and results in the data directory
     project: Project
+    # Said at every start (what needs the user's attention), and by `plan`.
     notes: tuple[str, ...] = field(default=())
+    # Said by `plan` only: how the runner reads the settings, which is no news at each start.
+    details: tuple[str, ...] = field(default=())
     # Redis pool limits per program and their sum (runner.config.connections); None without Redis.
     redis_connections: RedisConnections | None = None
     memory: MemoryPlan | None = None
@@ -369,6 +372,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         budget = resolve_budget(settings.memory_budget_mb, None)
     grace = max(1, settings.shutdown_grace - STOP_MARGIN_SECONDS)
     notes: list[str] = []
+    details: list[str] = []
     programs: list[Program] = []
     embed_beat = settings.run_beat and settings.run_worker and settings.beat_mode == "embedded"
     if settings.run_beat and not settings.run_worker and settings.beat_mode == "embedded":
@@ -391,7 +395,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
     ):
         notes.append(note)
     if memory.worker is not None and memory.worker.pool != "prefork":
-        notes.append(
+        details.append(
             f"the {memory.worker.pool} pool has no children to replace: "
             f"CELERY_MAX_TASKS_PER_CHILD={settings.max_tasks_per_child} restarts the whole "
             f"worker gracefully after that many tasks (running tasks finish first)"
@@ -472,6 +476,7 @@ def make_plan(settings: Settings, project: Project, budget: Budget | None = None
         local_default=local,
         project=project,
         notes=tuple(notes),
+        details=tuple(details),
         redis_connections=connections,
         memory=memory,
         stop=_stop_line(settings, grace),

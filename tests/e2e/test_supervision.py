@@ -70,6 +70,12 @@ def test_a_burst_on_the_local_default_never_stops_the_service(runner_env, tmp_pa
     with runner:
         wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
         runner.wait_for_output("celery@", START_TIMEOUT)
+        # A clean first start: where to open the site, no warning about the demo's own
+        # settings (time limits the threads pool would not keep, how recycling works).
+        first_lines = runner.output()
+        assert f"ready: open http://localhost:{runner_env['PORT']}/" in first_lines
+        assert "does NOT enforce" not in first_lines
+        assert "CELERY_MAX_TASKS_PER_CHILD" not in first_lines
         assert_burst_ran(runner, runner_env, BURST_TASKS)
         stop(runner)
 
