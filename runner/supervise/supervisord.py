@@ -157,6 +157,8 @@ class RunnerSupervisor(Supervisor):
         self.starts: dict[str, int] = {}  # spawns per program, for the status page
         self.exits: tuple[exits.PastExit, ...] = ()  # intended exits, for their pauses
         self.paused: dict[str, tuple[object, float]] = {}  # program -> (process, until)
+        # (process, exit status, whether supervisord counted it a failed start), to judge.
+        self.exits_to_judge: list[tuple[object, int | None, bool]] = []
 
     def say(self, text: str) -> None:
         """One line of the runner's own, on stdout."""
@@ -222,9 +224,11 @@ class RunnerSupervisor(Supervisor):
             if leftover:
                 _write(self.out, "".join(leftover))
         if isinstance(event, (events.ProcessStateBackoffEvent, events.ProcessStateExitedEvent)):
-            self.judge_exit(
-                event.process, backoff=isinstance(event, events.ProcessStateBackoffEvent)
-            )
+            # Judged once supervisord's finish() is over (tick, right after the reap):
+            # supervisor 4.2 sets the new state after the event, 4.3 before it.
+            backoff = isinstance(event, events.ProcessStateBackoffEvent)
+            status = self.last_exit_status(event.process)
+            self.exits_to_judge.append((event.process, status, backoff))
         if isinstance(event, events.ProcessStateFatalEvent):
             # The same as SIGTERM or `supervisorctl shutdown`: stop everything, in order.
             self.exit_status = EXIT_COMPONENT_FAILED
@@ -237,12 +241,15 @@ class RunnerSupervisor(Supervisor):
             return None
         return os.WEXITSTATUS(sts)
 
-    def judge_exit(self, process, backoff: bool) -> None:
-        """Called as supervisord records an exit (``finish``): an intended exit is taken out
-        of supervisord's count of failed starts, and waits its pause."""
-        verdict = exits.judge(
-            process.config.name, self.last_exit_status(process), self.exits, time.monotonic()
-        )
+    def judge_exits(self) -> None:
+        """The exits supervisord recorded since the last loop iteration, judged."""
+        while self.exits_to_judge:
+            self.judge_exit(*self.exits_to_judge.pop(0))
+
+    def judge_exit(self, process, status: int | None, backoff: bool) -> None:
+        """After supervisord recorded an exit (``finish``): an intended exit is taken out of
+        supervisord's count of failed starts, and waits its pause."""
+        verdict = exits.judge(process.config.name, status, self.exits, time.monotonic())
         self.exits = verdict.history
         if not verdict.intended:
             return
@@ -274,8 +281,10 @@ class RunnerSupervisor(Supervisor):
                 process.spawn()
 
     def tick(self, now=None) -> None:
-        """supervisord's tick, once per loop iteration, and the end of any pause."""
+        """supervisord's tick, once per loop iteration (right after the reap): the exits
+        just recorded are judged, and the programs whose pause is over start."""
         super().tick(now)
+        self.judge_exits()
         if self.paused:
             self.resume_paused()
 

@@ -53,22 +53,24 @@ def supervised(tmp_path: Path):
     supervisor.out.close()
 
 
-def exit_with(options, process, status: int, ran_seconds: float) -> None:
-    """The worker exits with ``status`` after ``ran_seconds``; supervisord reaps it."""
+def exit_with(supervisor, options, process, status: int, ran_seconds: float) -> None:
+    """The worker exits with ``status`` after ``ran_seconds``; supervisord reaps it, and its
+    loop goes on to the tick, where the runner judges the exit."""
     process.pid = PID
     process.laststart = time.time() - ran_seconds
     if ran_seconds < process.config.startsecs:
         process.state = ProcessStates.STARTING
     options.last_reaped = (PID, status << 8)
     process.finish(PID, status << 8)
+    supervisor.judge_exits()
 
 
 @pytest.mark.parametrize("ran_seconds", [1, 60])
 def test_a_planned_restart_starts_again_at_once_and_is_never_counted(supervised, ran_seconds):
     """Exit 90, soon after the start or long after, again and again: never FATAL."""
-    _supervisor, options, process = supervised
+    supervisor, options, process = supervised
     for _ in range(10):
-        exit_with(options, process, EXIT_PLANNED_RESTART, ran_seconds)
+        exit_with(supervisor, options, process, EXIT_PLANNED_RESTART, ran_seconds)
         assert process.state in (ProcessStates.BACKOFF, ProcessStates.EXITED)
         assert process.backoff == 0
         process.transition()
@@ -80,7 +82,7 @@ def test_a_planned_restart_starts_again_at_once_and_is_never_counted(supervised,
 def test_redis_unavailable_waits_its_pause(supervised, ran_seconds):
     """Exit 75: held 2 s whatever supervisord's transitions do, never counted, then started."""
     supervisor, options, process = supervised
-    exit_with(options, process, EXIT_BROKER_UNAVAILABLE, ran_seconds)
+    exit_with(supervisor, options, process, EXIT_BROKER_UNAVAILABLE, ran_seconds)
     assert process.state == ProcessStates.STOPPED
     assert process.backoff == 0
     assert process.spawnerr.startswith(PAUSED)
@@ -100,7 +102,7 @@ def test_memory_restarts_pause_from_the_third(supervised):
     """Exit 91: the first two start at once, the third waits 5 s."""
     supervisor, options, process = supervised
     for expected in (None, None, 5.0):
-        exit_with(options, process, EXIT_MEMORY_RESTART, 3)
+        exit_with(supervisor, options, process, EXIT_MEMORY_RESTART, 3)
         if expected is None:
             assert process.state == ProcessStates.BACKOFF and "worker" not in supervisor.paused
         else:
@@ -113,7 +115,7 @@ def test_memory_restarts_pause_from_the_third(supervised):
 def test_no_paused_program_is_started_while_the_service_stops(supervised):
     """SIGTERM during a pause: the program stays stopped."""
     supervisor, options, process = supervised
-    exit_with(options, process, EXIT_BROKER_UNAVAILABLE, 60)
+    exit_with(supervisor, options, process, EXIT_BROKER_UNAVAILABLE, 60)
     supervisor.paused["worker"] = (process, time.monotonic())
     options.mood = SupervisorStates.SHUTDOWN
     supervisor.resume_paused()
@@ -124,7 +126,7 @@ def test_a_crash_soon_after_the_start_is_counted_until_fatal(supervised):
     """Exit 1 within startsecs: supervisord's own count, FATAL after startretries."""
     supervisor, options, process = supervised
     for attempt in range(1, 4):
-        exit_with(options, process, 1, 1)
+        exit_with(supervisor, options, process, 1, 1)
         assert process.backoff == attempt
     process.transition()
     assert process.state == ProcessStates.FATAL
