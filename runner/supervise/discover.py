@@ -288,6 +288,30 @@ def _read_celery(project: Project, cwd: Path) -> tuple[str, dict[str, object], s
     return _app_name(app, project.celery_app), conf, wsgi
 
 
+def _scheduler_problem(settings: Settings, cwd: Path) -> Problem | None:
+    """The scheduler CELERY_BEAT_ARGS names (``-S``), imported as beat will import it: a
+    name that does not import is a start error, not a service that runs without beat."""
+    if not settings.beat_scheduler:
+        return None
+    from celery.utils.imports import load_extension_class_names, symbol_by_name
+
+    aliases = dict(load_extension_class_names("celery.beat_schedulers"))
+    try:
+        import django
+
+        django.setup()  # as Celery's Django fix-up does in beat: a scheduler may hold models
+        symbol_by_name(settings.beat_scheduler, aliases=aliases)
+    except Exception as error:  # what beat would raise at its start
+        return Problem(
+            "CELERY_BEAT_ARGS",
+            " ".join(settings.beat_args) or settings.beat_scheduler,
+            f"its scheduler {settings.beat_scheduler} cannot be imported "
+            f"({_describe(error, cwd)}); name an importable class (module:Class), e.g. "
+            "django_celery_beat.schedulers:DatabaseScheduler, or leave --scheduler out",
+        )
+    return None
+
+
 def discover(project: Project, settings: Settings, cwd: Path) -> Project:
     """Check ``project`` from ``cwd``, fill in what was found; ConfigError if something is not."""
     if str(cwd) not in sys.path:
@@ -307,6 +331,8 @@ def discover(project: Project, settings: Settings, cwd: Path) -> Project:
         return project  # the web alone imports nothing here: Gunicorn does, once
     with _importing_from(cwd, project.settings_module):
         app, conf, wsgi = _read_celery(project, cwd)
+        if settings.run_beat and (problem := _scheduler_problem(settings, cwd)):
+            raise ConfigError([problem])
     celery = celery_config(app, conf, settings.redis)
     if problems := celery_problems(celery, settings.redis):
         raise ConfigError(problems)

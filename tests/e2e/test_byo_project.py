@@ -221,6 +221,15 @@ def test_plan_refuses_tls_variables_the_project_does_not_use(runner_env, tls_mat
             "attribute 'application'); give what you pass to celery -A, e.g. config",
         ),
         (
+            {"CELERY_BEAT_ARGS": "--scheduler django_celery_beat.schedulers:DatabaseSchedular"},
+            "CELERY_BEAT_ARGS='django_celery_beat.schedulers:DatabaseSchedular': its scheduler "
+            "django_celery_beat.schedulers:DatabaseSchedular cannot be imported "
+            "(AttributeError: module 'django_celery_beat.schedulers' has no attribute "
+            "'DatabaseSchedular'); name an "
+            "importable class (module:Class), e.g. "
+            "django_celery_beat.schedulers:DatabaseScheduler, or leave --scheduler out",
+        ),
+        (
             {"DJANGO_SETTINGS_MODULE": "config.settings.prod"},
             f"DJANGO_SETTINGS_MODULE='config.settings.prod': no such module from {PROJECT} "
             "(no config/settings/prod.py); run from your project's root or give the settings "
