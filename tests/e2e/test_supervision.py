@@ -47,9 +47,15 @@ def send_many(count: int) -> str:
 def assert_burst_ran(runner, env: dict[str, str], count: int) -> None:
     """``count`` tasks sent and all their results back, while /healthz answers every probe
     and the runner keeps running; the worker restarted on its own along the way."""
+    started = time.monotonic()
     with health_probe(env["PORT"]) as probe:
         printed = run_client(env, send_many(count), BURST_TIMEOUT + 60)
+    took = time.monotonic() - started
     output = runner.output()
+    print(
+        f"burst of {count}: {printed.splitlines()[-1]} results right in {took:.0f} s, "
+        f"{output.count(RESTART_LINE)} planned restarts, /healthz {probe.answered}/{probe.sent}"
+    )
     assert runner.poll() is None, without_access_log(output)
     assert printed.splitlines()[-1] == str(count), (printed, without_access_log(output))
     assert STOPPED_LINE not in output, without_access_log(output)
@@ -111,6 +117,10 @@ def test_a_backlog_in_redis_at_boot_is_worked_off(runner_env, tmp_path: Path, re
         assert STOPPED_LINE not in output, without_access_log(output)
         assert probe.failures == [], probe.failures[:5]
         assert output.count(RESTART_LINE) >= BACKLOG_TASKS // 100 - 1
+        print(
+            f"backlog of {BACKLOG_TASKS} at boot: {counted.splitlines()[-1]} results right, "
+            f"{output.count(RESTART_LINE)} planned restarts, /healthz {probe.answered}/{probe.sent}"
+        )
         stop(runner)
 
 
