@@ -22,7 +22,9 @@ The rules, in order:
    there, which would wait for the very task that holds the memory: it is *replaced*, sent
    ``EMERGENCY_SIGNAL``, on which it gives back what it holds and exits at once
    (``runner.worker.memory_emergency``, which also keeps such a task from running a third
-   time), on a cool-down of its own (10 s, doubling).
+   time), on a cool-down of its own (10 s, doubling). A prefork worker loses only the child
+   that holds the memory, SIGKILLed: Celery requeues or fails its task, and the worker's
+   main process keeps it from running a third time the same way.
 4. Never a loop: after acting on a component, each further action of the same kind on it
    waits a cool-down that doubles with every action in the last half hour (30 s, 60 s, ...
    for recycles; 2 min, 4 min, ... for last-resort restarts; at most 15 and 30 min). While
@@ -356,6 +358,16 @@ def decide(
     # must not hold back the one step left before the OOM line (seen: a threads-pool worker
     # restarted gracefully, leaking again, waited out the restart cool-down past the budget).
     graceful = name in limits.graceful_restart
+    children = [p for p in target.processes if p.role == CELERY_CHILD]
+    if hard and name == "worker" and not graceful and children:
+        if _blocked_for(kept, REPLACE, name, now) == 0:
+            biggest = max(children, key=lambda p: (p.uss_mb, p.pss_mb))
+            line = (
+                f"{name} child {biggest.pid} uses {_mb(biggest.pss_mb)}; {situation}: "
+                "killing it (SIGKILL) without waiting for its task, which Celery requeues or "
+                "fails (not run a third time); the last step before the OOM line"
+            )
+            return act(Action(RESTART, name, biggest.pid, "SIGKILL"), line, REPLACE)
     if hard and name == "worker" and graceful:
         replace_wait = _blocked_for(kept, REPLACE, name, now)
         if replace_wait == 0:
@@ -367,7 +379,8 @@ def decide(
             action = Action(RESTART, name, target.program_pid, EMERGENCY_SIGNAL)
             return act(action, line, REPLACE)
     restart_wait = _blocked_for(kept, RESTART, name, now)
-    if hard and restart_wait == 0 and not (name == "worker" and graceful):
+    replacing = name == "worker" and (graceful or children)
+    if hard and restart_wait == 0 and not replacing:
         line = (
             f"{situation}: restarting {name} (pid {target.program_pid}), the last step "
             "before the OOM line"

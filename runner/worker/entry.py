@@ -356,6 +356,8 @@ def main() -> None:
     # Over the budget's last line: out now, tasks given back (the watchdog's signal).
     if memory_check.positive_int(WORKER_SHARE_VARIABLE) is not None:  # a pool without children
         memory_emergency.install(_end_for_memory)
+    else:  # prefork: the watchdog SIGKILLs the child holding the memory
+        memory_emergency.count_killed_children()
     from celery.__main__ import main as celery_main
 
     sys.argv[0] = "celery"

@@ -18,6 +18,13 @@ records the signal), the worker:
    with ``EXIT_MEMORY_RESTART``: the tree is back under the budget within a second, and
    supervisord starts a new worker (``runner.supervise.exits``).
 
+A prefork worker loses only the child holding the memory: the watchdog SIGKILLs it, Celery
+sees the child lost (``WorkerLostError``) and requeues its task (``reject_on_worker_lost``)
+or fails it. Here Celery's ``Request.on_failure`` is wrapped in the worker's main process
+(``count_killed_children``): each task whose child was SIGKILLed (by the watchdog, or by the
+kernel's OOM killer) is counted the same way, and revoked at once when it reaches the
+limit, so its requeued message is settled as REVOKED rather than run again.
+
 The rule for a task that alone passes the budget: a task that was running at
 ``MAX_EMERGENCIES`` emergencies is not run again. The next worker adds it to Celery's own
 revoked set as it starts (one line names it): Celery acknowledges its message without
@@ -99,20 +106,53 @@ def revoke_repeat_offenders() -> None:
     path = suspects_path()
     if path is None:
         return
+    for task_id, name in not_to_run(read_suspects(path, time.time())).items():
+        _revoke(task_id, name)
+
+
+def _revoke(task_id: str, name: str) -> None:
     from celery.worker import state
 
-    for task_id, name in not_to_run(read_suspects(path, time.time())).items():
-        if task_id in state.revoked:
-            continue
-        state.revoked.add(task_id)
-        logger.error(
-            "worker: task %s[%s] was running each of the %d times the service passed its "
-            "memory budget's last line: it is not run again (revoked; its result says so); "
-            "give it less data at a time, or the service a larger budget (MEMORY_BUDGET_MB)",
-            name,
-            task_id,
-            MAX_EMERGENCIES,
-        )
+    if task_id in state.revoked:
+        return
+    state.revoked.add(task_id)
+    logger.error(
+        "worker: task %s[%s] was running each of the %d times the service passed its "
+        "memory budget's last line: it is not run again (revoked; its result says so); "
+        "give it less data at a time, or the service a larger budget (MEMORY_BUDGET_MB)",
+        name,
+        task_id,
+        MAX_EMERGENCIES,
+    )
+
+
+def _killed(error: BaseException | None) -> bool:
+    """Whether ``error`` says a pool child was SIGKILLed (billiard's WorkerLostError)."""
+    return type(error).__name__ == "WorkerLostError" and "SIGKILL" in str(error)
+
+
+def count_killed_children() -> None:
+    """In a prefork worker's main process: count each task whose child was SIGKILLed, and
+    revoke it at the limit before Celery requeues it (idempotent)."""
+    from celery.worker.request import Request
+
+    original = Request.on_failure
+    if getattr(original, "runner_counts", False):
+        return
+
+    def on_failure(self, exc_info, *args, **kwargs):
+        error = getattr(exc_info, "exception", None)
+        error = getattr(error, "exc", error)  # Celery's ExceptionWithTraceback
+        if _killed(error):
+            path = suspects_path()
+            if path is not None:
+                suspects = record_suspects(path, [(self.id, self.name)], time.time())
+                if self.id in not_to_run(suspects):
+                    _revoke(self.id, self.name)
+        return original(self, exc_info, *args, **kwargs)
+
+    on_failure.runner_counts = True
+    Request.on_failure = on_failure
 
 
 def _running() -> list[tuple[str, str]]:

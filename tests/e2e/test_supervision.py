@@ -146,6 +146,45 @@ def start_service_on(runner_env: dict[str, str], tmp_path: Path, redis_server):
     return runner
 
 
+STEADY_RATE = 20  # tasks a second
+STEADY_SECONDS = 60
+
+
+def test_a_steady_twenty_tasks_a_second_for_a_minute_never_stops_the_service(
+    runner_env, tmp_path: Path
+):
+    """1200 tasks sent at 20 a second with the defaults (the worker restarts itself every 100
+    tasks, every 5 s): every result back, the service up, /healthz answering every probe."""
+    count = STEADY_RATE * STEADY_SECONDS
+    runner = start_runner(runner_env, tmp_path)
+    with runner:
+        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+        with health_probe(runner_env["PORT"]) as probe:
+            printed = run_client(
+                runner_env,
+                "import time\n"
+                "from app.celery import app\n"
+                "sent, start = [], time.monotonic()\n"
+                f"for i in range({count}):\n"
+                # Pacing the load at the rate asked, not waiting for anything.
+                f"    time.sleep(max(0.0, start + i / {STEADY_RATE} - time.monotonic()))\n"
+                "    sent.append(app.send_task('app.tasks.add', (i, 1)))\n"
+                f"print(sum(r.get(timeout={BURST_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
+                STEADY_SECONDS + BURST_TIMEOUT + 60,
+            )
+        output = runner.output()
+        assert runner.poll() is None, without_access_log(output)
+        assert printed.splitlines()[-1] == str(count), without_access_log(output)
+        assert STOPPED_LINE not in output
+        assert probe.failures == [], probe.failures[:5]
+        print(
+            f"steady {STEADY_RATE}/s for {STEADY_SECONDS} s: {count} results right, "
+            f"{output.count(RESTART_LINE)} planned restarts, /healthz {probe.answered}/{probe.sent}"
+        )
+        stop(runner)
+
+
 def test_redis_full_never_stops_the_service(runner_env, tmp_path: Path, redis_plain):
     """Redis full (maxmemory reached, noeviction) for 20 s while tasks wait: the worker either
     waits it out or exits for it and is started again after a pause; the service never
@@ -233,7 +272,12 @@ LEAK_BACKLOG = 20  # ordinary tasks queued behind the leaking ones
 
 @pytest.mark.parametrize(
     ("budget_mb", "broker", "pool"),
-    [(400, "redis", "threads"), (450, "local", "threads"), (400, "local", "prefork")],
+    [
+        (budget, broker, pool)
+        for budget in (400, 450)
+        for broker in ("redis", "local")
+        for pool in ("threads", "prefork")
+    ],
 )
 def test_a_fast_leak_under_a_small_budget_never_stops_the_service(
     runner_env, tmp_path: Path, redis_plain, budget_mb, broker, pool
@@ -276,14 +320,22 @@ def test_a_fast_leak_under_a_small_budget_never_stops_the_service(
 HOLDING_MB = 420  # alone past the worker's share of the default 512 MB budget
 
 
-def test_a_task_holding_the_memory_is_stopped_and_not_run_a_third_time(runner_env, tmp_path: Path):
-    """A task holding 420 MB under the default 512 MB budget (threads pool): the worker is
-    replaced at once each time the tree passes the last-resort line, the task given back;
-    running at a second emergency, it is not run again (REVOKED, named in one line); the
-    web answers throughout and the service stays up."""
+# What the last resort does with the task holding the memory, by pool.
+LAST_RESORT_LINES = {"threads": "replacing worker", "prefork": "killing it (SIGKILL)"}
+
+
+@pytest.mark.parametrize("pool", sorted(LAST_RESORT_LINES))
+def test_a_task_holding_the_memory_is_stopped_and_not_run_a_third_time(
+    runner_env, tmp_path: Path, pool: str
+):
+    """A task holding 420 MB under the default 512 MB budget: each time the tree passes the
+    last-resort line the task is stopped at once (threads: the worker replaced, the task
+    given back; prefork: its child SIGKILLed, Celery requeues it); stopped a second time, it
+    is not run again (REVOKED, named in one line); the web answers throughout and the
+    service stays up."""
     from tests.e2e.test_memory_budget import PeakSampler, start_leaky_service
 
-    runner = start_leaky_service(runner_env, tmp_path, "threads")
+    runner = start_leaky_service(runner_env, tmp_path, pool)
     with runner:
         sampler = PeakSampler(runner)
         sampler.start()
@@ -307,12 +359,12 @@ def test_a_task_holding_the_memory_is_stopped_and_not_run_a_third_time(runner_en
         assert lines[0].startswith("revoked"), (printed, without_access_log(output))
         assert lines[-1] == "5"
         task_id = lines[0].split()[1]
-        assert output.count("replacing worker") >= 2, without_access_log(output)
+        stopped = output.count(LAST_RESORT_LINES[pool])
+        assert stopped >= 2, without_access_log(output)
         assert f"task leaky.hold[{task_id}] was running each of the 2 times" in output
         assert runner.poll() is None and STOPPED_LINE not in output
         assert probe.failures == [], probe.failures[:5]
-        replaced = output.count("replacing worker")
-        print(f"holding {HOLDING_MB} MB: peak {peak:.0f} MB, replaced {replaced} times")
+        print(f"holding {HOLDING_MB} MB, {pool}: peak {peak:.0f} MB, stopped {stopped} times")
         stop(runner)
 
 

@@ -85,13 +85,19 @@ def restarted(component: str, pid: int, at: float) -> Record:
         ((web(20, 270), worker(15, 15, main=80)), (), Action(RECYCLE, "web", 102, "SIGTERM")),
         # Both over their shares: the one further over is chosen (worker +71 vs web +1).
         ((web(50, 51), worker(15, 230)), (), Action(RECYCLE, "worker", 202, "SIGURG")),
-        # Past the last-resort line: the whole program, by its supervisord PID.
-        ((web(20, 20), worker(15, 330)), (), Action(RESTART, "worker", WORKER_PID, None)),
-        # Past the last-resort line, restart backing off: a graceful recycle meanwhile.
+        # Past the last-resort line, prefork: the child holding the memory, SIGKILLed.
+        ((web(20, 20), worker(15, 330)), (), Action(RESTART, "worker", 202, "SIGKILL")),
+        # Past the last-resort line, that backing off: a graceful recycle meanwhile.
         (
             (web(20, 20), worker(15, 330)),
-            (restarted("worker", WORKER_PID, NOW - 60),),
+            (Record(REPLACE, "worker", 202, NOW - 5),),
             Action(RECYCLE, "worker", 202, "SIGURG"),
+        ),
+        # Past the last-resort line with no child to kill: the whole program.
+        (
+            (web(20, 20), worker(main=421, beat=16)),
+            (),
+            Action(RESTART, "worker", WORKER_PID, None),
         ),
         # A separate beat over its share restarts gracefully (it holds no work in flight).
         (
@@ -136,8 +142,10 @@ def test_decide_chooses_the_action(samples, history, action):
         (
             (web(20, 20), worker(15, 330)),
             (),
-            "worker 421 MB, share 250 MB; tree 511/512 MB, over the last-resort line 491 MB: "
-            "restarting worker (pid 200), the last step before the OOM line",
+            "worker child 202 uses 330 MB; worker 421 MB, share 250 MB; tree 511/512 MB, over "
+            "the last-resort line 491 MB: killing it (SIGKILL) without waiting for its task, "
+            "which Celery requeues or fails (not run a third time); the last step before the "
+            "OOM line",
         ),
         (
             (web(20, 20), worker(15, 290)),
