@@ -146,6 +146,8 @@ def migrate(plan: Plan, env: Mapping[str, str], verbose: bool = False) -> None:
         if result.applied
         else f"migrations: none to apply ({seconds:.1f} s)"
     )
+    if result.staff_user:
+        say(result.staff_user)
 
 
 def refuse_unmigrated() -> None:

@@ -71,6 +71,41 @@ class MigrateResult:
     applied: int
     failed: bool
     tail: tuple[str, ...]
+    staff_user: str | None = None  # the line about the first staff user, if one was asked for
+
+
+# Django's own variables for `createsuperuser --noinput`: the way in to the admin and the
+# status page on a platform without a shell (Render's free plan).
+STAFF_USERNAME_VARIABLE = "DJANGO_SUPERUSER_USERNAME"
+STAFF_PASSWORD_VARIABLE = "DJANGO_SUPERUSER_PASSWORD"
+
+
+def ensure_staff_user(env: Mapping[str, str], output) -> str | None:
+    """With DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD set, create that staff
+    user unless it exists (Django's ``createsuperuser --noinput``, which reads them and any
+    other required field's DJANGO_SUPERUSER_<FIELD>); one line saying what was done, the
+    password never in it. Django is set up and the environment applied."""
+    username = env.get(STAFF_USERNAME_VARIABLE)
+    if not username or not env.get(STAFF_PASSWORD_VARIABLE):
+        return None
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    user_model = get_user_model()
+    manager = user_model._default_manager
+    if manager.filter(**{user_model.USERNAME_FIELD: username}).exists():
+        return f"staff user {username!r} ({STAFF_USERNAME_VARIABLE}) exists: left as it is"
+    try:
+        call_command("createsuperuser", interactive=False, stdout=output, stderr=output)
+    except Exception as error:  # a missing field: said, and the service starts all the same
+        return (
+            f"staff user {username!r} not created ({type(error).__name__}: {error}); "
+            f"set what it names (DJANGO_SUPERUSER_<FIELD>) next to {STAFF_USERNAME_VARIABLE}"
+        )
+    return (
+        f"staff user {username!r} created from {STAFF_USERNAME_VARIABLE} and "
+        f"{STAFF_PASSWORD_VARIABLE} (log in at /admin/; the password is not shown)"
+    )
 
 
 @contextlib.contextmanager
@@ -89,6 +124,7 @@ def run_migrations(env: Mapping[str, str], relay: Callable[[str], None] | None) 
     the traceback when it fails), each line relayed as it comes when ``relay`` is given."""
     output = MigrateOutput(relay)
     failed = False
+    staff_user = None
     with _environment(env), contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         try:
             import django
@@ -96,13 +132,14 @@ def run_migrations(env: Mapping[str, str], relay: Callable[[str], None] | None) 
 
             django.setup()
             call_command("migrate", interactive=False, stdout=output, stderr=output)
+            staff_user = ensure_staff_user(env, output)
         except (Exception, SystemExit):  # what the subprocess would have printed, and failed
             output.write(traceback.format_exc())
             failed = True
         finally:
             _close_connections()
             output.finish()
-    return MigrateResult(output.applied, failed, tuple(output.tail))
+    return MigrateResult(output.applied, failed, tuple(output.tail), staff_user)
 
 
 def _close_connections() -> None:

@@ -410,3 +410,39 @@ def test_the_connection_cap_reached_never_stops_the_service(
         print(f"connection cap: new tasks ran {recovered:.1f} s after the cap was lifted")
         print("\n".join(said[:12]))
         stop(runner)
+
+
+def test_the_first_staff_user_comes_from_variables_without_a_shell(runner_env, tmp_path: Path):
+    """DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD (Django's own) at boot: the
+    staff user is created once (a restart leaves it as it is), it can log in to the admin,
+    and the password appears nowhere in the output."""
+    import requests
+
+    password = "first-staff-Pw-7f3a9c"
+    runner_env |= {
+        "DJANGO_SUPERUSER_USERNAME": "owner",
+        "DJANGO_SUPERUSER_PASSWORD": password,
+        "DJANGO_SUPERUSER_EMAIL": "owner@example.com",
+        "RUN_WORKER": "false",
+        "RUN_BEAT": "false",
+    }
+    base = f"http://127.0.0.1:{runner_env['PORT']}"
+    for number, said in ((1, "staff user 'owner' created"), (2, "staff user 'owner' (")):
+        runner = start_runner(runner_env, tmp_path)
+        with runner:
+            wait_http_ok(f"{base}/healthz", START_TIMEOUT, runner)
+            assert said in runner.output(), (number, runner.output()[-2000:])
+            session = requests.Session()
+            login = session.get(f"{base}/admin/login/", timeout=10)
+            token = session.cookies["csrftoken"]
+            session.post(
+                f"{base}/admin/login/",
+                data={"username": "owner", "password": password, "csrfmiddlewaretoken": token},
+                headers={"Referer": f"{base}/admin/login/"},
+                timeout=10,
+            )
+            admin = session.get(f"{base}/admin/", timeout=10)  # logged in: not sent to login
+            assert login.status_code == admin.status_code == 200, admin.status_code
+            assert "/admin/login/" not in admin.url, admin.url
+            assert password not in runner.output()
+            stop(runner)
