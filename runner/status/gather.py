@@ -485,16 +485,29 @@ def read_beat_record(path: Path) -> BeatRecord | None:
 
 
 def beat_sign(
-    schedules: Sequence[Schedule], now: datetime, record: BeatRecord | None = None
+    schedules: Sequence[Schedule],
+    now: datetime,
+    record: BeatRecord | None = None,
+    here: bool = True,
 ) -> SignOfLife:
     """Beat's last sign of life: what this instance's beat sent last (its record), and
-    whether any schedule is overdue (from the database: any instance's beat may send)."""
+    whether any schedule is overdue (from the database: any instance's beat may send).
+    Where beat runs in another service (``here`` false: RUN_BEAT=false, scaled out), its
+    record is on that service's disk: the database's last runs speak for it."""
     overdue = [s.name for s in schedules if s.overdue]
     last_at = record.sent_at if record is not None else None
     if overdue:
         return SignOfLife(
             False, "overdue: " + ", ".join(overdue) + " (beat is not sending them)", last_at
         )
+    if not here:
+        runs = [s.last_run_at for s in schedules if s.last_run_at is not None]
+        if runs:
+            last = max(runs)
+            return SignOfLife(
+                True, f"runs in another service; last run {when.relative(last, now)}", last
+            )
+        return SignOfLife(None, "runs in another service (RUN_BEAT is false here)", None)
     if record is None:
         return SignOfLife(None, "has not written its record yet (starting)", None)
     if not record.alive:
@@ -621,7 +634,8 @@ def gather(plan: Plan, redis_settings: RedisSettings, sources: Sources) -> Statu
                 lambda: database_schedules(now, beat_started),
                 (),
             )
-        signs["beat"] = beat_sign(schedules, now, record)
+        here = any(p.name == "beat" for p in plan.programs) or _worker_embeds_beat(plan)
+        signs["beat"] = beat_sign(schedules, now, record, here=here)
 
     return Status(
         checked_at=now,

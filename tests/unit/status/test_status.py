@@ -171,6 +171,19 @@ def test_beat_sign_of_life_is_this_instances_last_send_unless_something_is_overd
     )
 
 
+def test_beat_in_another_service_is_judged_by_the_database_not_starting_for_ever():
+    """Scaled out (RUN_BEAT=false here), beat's record is on the beat service's disk: the
+    database's last runs speak for it, and overdue schedules still say it is not sending."""
+    assert beat_sign([schedule("a", 3), schedule("b", 1)], NOW, None, here=False) == SignOfLife(
+        True, "runs in another service; last run 60 s ago", NOW - timedelta(minutes=1)
+    )
+    assert beat_sign([], NOW, None, here=False) == SignOfLife(
+        None, "runs in another service (RUN_BEAT is false here)"
+    )
+    overdue = beat_sign([schedule("a", 30, overdue=True)], NOW, None, here=False)
+    assert overdue.ok is False
+
+
 def test_the_record_beat_writes_is_read_back(tmp_path):
     """What runner.worker.beat_record writes in the beat process, gather reads."""
     path = tmp_path / "beat.json"
