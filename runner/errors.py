@@ -22,6 +22,10 @@ EXIT_MEMORY_RESTART = 91  # the worker gives back what its tasks kept (its memor
 EXIT_BROKER_UNAVAILABLE = 75  # sysexits' EX_TEMPFAIL: Redis cannot be used now; try later
 
 
+# How much of a bad value a one-line error echoes back.
+MAX_VALUE_SHOWN = 80
+
+
 @dataclass(frozen=True)
 class Problem:
     """One bad environment variable: which, what it held (masked) and how to fix it."""
@@ -33,7 +37,11 @@ class Problem:
     def __str__(self) -> str:
         if self.value is None:
             return f"{self.variable}: {self.fix}"
-        return f"{self.variable}={self.value!r}: {self.fix}"
+        if len(self.value) > MAX_VALUE_SHOWN:  # a pasted file, say: its start is enough
+            shown = f"{self.value[:MAX_VALUE_SHOWN]!r}... ({len(self.value)} characters)"
+        else:
+            shown = repr(self.value)
+        return f"{self.variable}={shown}: {self.fix}"
 
 
 class RunnerError(Exception):

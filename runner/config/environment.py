@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from runner.errors import Problem
 
+MAX_DIGITS = 18  # more than any number a variable here may hold
 TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off"})
 
@@ -43,11 +44,14 @@ class EnvironmentReader:
         raw = self._raw(name)
         if raw is None:
             return default
-        try:
-            value = int(raw.strip())
-        except ValueError:
+        digits = raw.strip()
+        # ASCII digits only: Python's int() also takes "1_0" (10) and other scripts' digits
+        # ("٣" is 3), which a person reading the variable would not take for those numbers.
+        if not (digits.isascii() and digits.lstrip("-").isdigit()):
             self.problem(name, f"not a whole number; use a number from {minimum} to {maximum}", raw)
             return default
+        # Past any range here, and int() refuses more than 4300 digits.
+        value = int(digits) if len(digits) <= MAX_DIGITS else maximum + 1
         if not minimum <= value <= maximum:
             self.problem(name, f"out of range; use a number from {minimum} to {maximum}", raw)
             return default

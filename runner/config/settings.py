@@ -383,6 +383,13 @@ def load_settings(environ: Mapping[str, str], cwd: Path) -> Settings:
             f"{MIN_STATUS_TOKEN_LENGTH} random characters",
             "***",
         )
+    raw_data_dir = environ.get("RUNNER_DATA_DIR") or ""
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw_data_dir):
+        env.problem(
+            "RUNNER_DATA_DIR",
+            "holds a control character (a newline?): give a plain path",
+            raw_data_dir,
+        )
     if settings.keep_awake_url and not settings.keep_awake_url.startswith(("http://", "https://")):
         env.problem(
             "KEEP_AWAKE_URL",

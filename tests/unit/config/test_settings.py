@@ -83,6 +83,10 @@ def test_each_variable_is_read(environ, field, expected):
         ({"PORT": "70000"}, "PORT", "out of range"),
         ({"WEB_CONCURRENCY": "-1"}, "WEB_CONCURRENCY", "out of range"),
         ({"CELERY_CONCURRENCY": "1e3"}, "CELERY_CONCURRENCY", "not a whole number"),
+        # Python's int() would read these as 3 and 10: not what a person reads.
+        ({"PORT": "\u0663"}, "PORT", "not a whole number"),
+        ({"WEB_CONCURRENCY": "1_0"}, "WEB_CONCURRENCY", "not a whole number"),
+        ({"RUNNER_DATA_DIR": "data\nmore"}, "RUNNER_DATA_DIR", "control character"),
         ({"CELERY_CONCURRENCY": "99999999999999999999"}, "CELERY_CONCURRENCY", "out of range"),
         ({"SHUTDOWN_GRACE_SECONDS": "1"}, "SHUTDOWN_GRACE_SECONDS", "out of range"),
         ({"BEAT_MODE": "inside"}, "BEAT_MODE", "use one of embedded, separate"),
@@ -144,3 +148,12 @@ def test_a_status_token_shorter_than_the_minimum_is_refused_without_being_shown(
     assert load_settings({"RUNNER_STATUS_TOKEN": long_enough}, Path("/srv")).status_token == (
         long_enough
     )
+
+
+def test_a_long_bad_value_is_echoed_cut_short():
+    """A 100 KB value (a pasted file) is named by its start and length, not echoed whole."""
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"PORT": "9" * 100_000}, CWD)
+    (line,) = raised.value.lines()
+    assert line.startswith("PORT='99999") and "... (100000 characters): out of range" in line
+    assert len(line) < 200
