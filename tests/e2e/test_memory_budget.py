@@ -21,8 +21,7 @@ import pytest
 from runner.config.budget import resolve_budget
 from tests.support.processes import wait_for
 from tests.support.pss import settled_pss_mb, tree_pss_mb
-from tests.support.runner import run_client, start_runner, wait_http_ok
-from tests.support.timeouts import START_TIMEOUT
+from tests.support.runner import run_client, start_ready_runner
 from tests.support.traffic import Traffic, without_access_log
 
 pytestmark = pytest.mark.e2e
@@ -53,14 +52,7 @@ def start_leaky_service(runner_env: dict[str, str], tmp_path: Path, pool: str):
         "CELERY_POOL": pool,
         "RUN_BEAT": "false",
     }
-    runner = start_runner(runner_env, tmp_path)
-    try:
-        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        runner.wait_for_output("celery@", START_TIMEOUT)
-    except BaseException:
-        runner.kill_tree()
-        raise
-    return runner
+    return start_ready_runner(runner_env, tmp_path)
 
 
 class PeakSampler(threading.Thread):

@@ -18,7 +18,13 @@ import psutil
 import pytest
 
 from tests.support.processes import program_processes, wait_for
-from tests.support.runner import run_client, speed_up_heartbeat, start_runner, wait_http_ok
+from tests.support.runner import (
+    run_client,
+    speed_up_heartbeat,
+    start_ready_runner,
+    start_runner,
+    wait_http_ok,
+)
 from tests.support.timeouts import START_TIMEOUT, STOP_TIMEOUT
 from tests.support.traffic import health_probe, without_access_log
 
@@ -136,14 +142,21 @@ FULL_SIGNS = re.compile(r"OutOfMemoryError|Redis is full")
 
 def start_service_on(runner_env: dict[str, str], tmp_path: Path, redis_server):
     runner_env["REDIS_URL"] = redis_server.url()
-    runner = start_runner(runner_env, tmp_path)
-    try:
-        wait_http_ok(f"http://127.0.0.1:{runner_env['PORT']}/healthz", START_TIMEOUT, runner)
-        runner.wait_for_output("celery@", START_TIMEOUT)
-    except BaseException:
-        runner.kill_tree()
-        raise
-    return runner
+    return start_ready_runner(runner_env, tmp_path)
+
+
+def tasks_after_the_fault(runner_env: dict[str, str]) -> tuple[str, float]:
+    """AFTER_FAULT_TASKS sent once a fault is lifted: how many came back right (printed),
+    and the seconds from the lift to the last result."""
+    lifted = time.monotonic()
+    printed = run_client(
+        runner_env,
+        "from app.celery import app\n"
+        f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({AFTER_FAULT_TASKS})]\n"
+        f"print(sum(r.get(timeout={RECOVERY_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
+        RECOVERY_TIMEOUT + 30,
+    )
+    return printed, time.monotonic() - lifted
 
 
 STEADY_RATE = 20  # tasks a second
@@ -212,15 +225,7 @@ def test_redis_full_never_stops_the_service(runner_env, tmp_path: Path, redis_pl
             time.sleep(FAULT_SECONDS)  # the fault's duration, not a wait for anything
         finally:
             admin.config_set("maxmemory", "0")
-        lifted = time.monotonic()
-        printed = run_client(
-            runner_env,
-            "from app.celery import app\n"
-            f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({AFTER_FAULT_TASKS})]\n"
-            f"print(sum(r.get(timeout={RECOVERY_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
-            RECOVERY_TIMEOUT + 30,
-        )
-        recovered = time.monotonic() - lifted
+        printed, recovered = tasks_after_the_fault(runner_env)
         output = runner.output()
         assert runner.poll() is None, without_access_log(output)
         assert printed.splitlines()[-1] == str(AFTER_FAULT_TASKS), without_access_log(output)
@@ -387,15 +392,7 @@ def test_the_connection_cap_reached_never_stops_the_service(
             time.sleep(FAULT_SECONDS)  # the fault's duration, not a wait for anything
         finally:
             admin.config_set("maxclients", "10000")
-        lifted = time.monotonic()
-        printed = run_client(
-            runner_env,
-            "from app.celery import app\n"
-            f"sent = [app.send_task('app.tasks.add', (i, 1)) for i in range({AFTER_FAULT_TASKS})]\n"
-            f"print(sum(r.get(timeout={RECOVERY_TIMEOUT}) == i + 1 for i, r in enumerate(sent)))",
-            RECOVERY_TIMEOUT + 30,
-        )
-        recovered = time.monotonic() - lifted
+        printed, recovered = tasks_after_the_fault(runner_env)
         probe.stop()
         output = runner.output()
         assert runner.poll() is None, without_access_log(output)

@@ -17,7 +17,7 @@ from tests.support.processes import (
     tail,
     wait_for,
 )
-from tests.support.timeouts import CLIENT_TIMEOUT, STOP_TIMEOUT, TASK_TIMEOUT
+from tests.support.timeouts import CLIENT_TIMEOUT, START_TIMEOUT, STOP_TIMEOUT, TASK_TIMEOUT
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 """The repository root (the parent of tests/): the runner's working directory."""
@@ -88,6 +88,19 @@ def start_runner(
         cwd=cwd,
         log_path=log_path,
     )
+
+
+def start_ready_runner(env: Mapping[str, str], tmp_path: Path) -> ProcessHandle:
+    """``start_runner``, returned once its web answers /healthz and its worker is up; the
+    tree is killed if it never gets there."""
+    runner = start_runner(env, tmp_path)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{env['PORT']}/healthz", START_TIMEOUT, runner)
+        runner.wait_for_output("celery@", START_TIMEOUT)
+    except BaseException:
+        runner.kill_tree()
+        raise
+    return runner
 
 
 def wait_http_ok(
